@@ -1,0 +1,4 @@
+"""Frames in and out: readers, writers, metadata, session discovery."""
+
+from .atomic import *  # noqa: F403
+from .frame import *  # noqa: F403
