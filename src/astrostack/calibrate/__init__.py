@@ -1,1 +1,7 @@
-"""astrostack.calibrate"""
+"""Calibration: master offset/dark/flat, calibration of lights, cosmetic correction, CFA."""
+
+from .calibration import *  # noqa: F403
+from .cfa import *  # noqa: F403
+from .cosmetic import *  # noqa: F403
+from .debayer import *  # noqa: F403
+from .masters import *  # noqa: F403

@@ -1,1 +1,12 @@
-"""astrostack.combine"""
+"""The merge machinery shared by masters and the final stack.
+
+- :mod:`.kernels`: per-pixel rejection and combination (compiled), ``combine``.
+- :mod:`.stats`: compiled order statistics (``robust_location_scale``).
+- :mod:`.sources`: frame sources that read row bands.
+- :mod:`.engine`: the streamed band combine with a memory budget.
+"""
+
+from .engine import *  # noqa: F403
+from .kernels import *  # noqa: F403
+from .sources import *  # noqa: F403
+from .stats import *  # noqa: F403

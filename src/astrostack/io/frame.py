@@ -56,6 +56,8 @@ class FrameMeta:
     focal_length_mm: float | None = None
     wb_multipliers: tuple[float, ...] | None = None  # camera white balance (R, G, B[, G2])
     header: dict = field(default_factory=dict)  # raw keywords as read
+    offset: float | None = None  # camera offset setting (OFFSET keyword; not ADU)
+    row_order: str | None = None  # ROWORDER as written in the file ('TOP-DOWN', 'BOTTOM-UP')
 
     @property
     def is_color(self) -> bool:

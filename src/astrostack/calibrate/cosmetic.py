@@ -1,0 +1,518 @@
+"""Cosmetic correction: find hot and cold (dead) pixels and replace them from neighbours.
+
+Hot pixels are found in the master dark (thermal signal far above the local median), cold
+pixels in the master flat (response far below the local flat level).  Defects are replaced by
+the median of the non-defect neighbours *of the same CFA colour*: in a Bayer mosaic those sit
+at offsets of two pixels, ``(±2, 0), (0, ±2), (±2, ±2)``; in a mono image they are the eight
+adjacent pixels.  Nothing here needs to know which colour is where.
+
+Optionally, isolated hot pixels that are not in the dark (cosmic-ray hits, warm pixels) can be
+found in each calibrated light by :func:`find_isolated_hot`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "DefectMap",
+    "correct_defects",
+    "estimate_noise",
+    "find_cold_pixels",
+    "find_defects",
+    "find_hot_pixels",
+    "find_isolated_hot",
+    "local_median",
+    "robust_sigma",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True)
+def _local_median_kernel(img: np.ndarray, step: int, radius: int) -> np.ndarray:
+    """Median of the same-colour samples in a ``(2r+1)^2`` window, centre excluded.
+
+    Samples lie at multiples of *step* from the centre; those outside the image are ignored.
+    NaN samples are ignored.  Output is NaN where no sample is available.
+    """
+    ny, nx = img.shape
+    out = np.empty((ny, nx), dtype=np.float32)
+    nmax = (2 * radius + 1) * (2 * radius + 1) - 1
+    for y in prange(ny):
+        buf = np.empty(nmax, dtype=np.float32)
+        for x in range(nx):
+            n = 0
+            for dy in range(-radius, radius + 1):
+                yy = y + dy * step
+                if yy < 0 or yy >= ny:
+                    continue
+                for dx in range(-radius, radius + 1):
+                    if dy == 0 and dx == 0:
+                        continue
+                    xx = x + dx * step
+                    if xx < 0 or xx >= nx:
+                        continue
+                    v = img[yy, xx]
+                    if v == v:
+                        buf[n] = v
+                        n += 1
+            if n == 0:
+                out[y, x] = np.nan
+            else:
+                s = np.sort(buf[:n])
+                if n % 2 == 1:
+                    out[y, x] = s[n // 2]
+                else:
+                    out[y, x] = 0.5 * (s[n // 2 - 1] + s[n // 2])
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _replace_kernel(
+    img: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, step: int
+) -> np.ndarray:
+    """Replace ``img[ys, xs]`` by the median of non-masked same-colour neighbours.
+
+    Looks at the 8 neighbours at distance *step*; when all are masked or outside, widens to the
+    16 at distance ``2*step``.  Returns the number of pixels that could not be replaced.
+    """
+    ny, nx = img.shape
+    src = img.copy()
+    failed = np.zeros(ys.size, dtype=np.uint8)
+    for i in prange(ys.size):
+        y = ys[i]
+        x = xs[i]
+        buf = np.empty(24, dtype=np.float32)
+        done = False
+        for radius in range(1, 3):
+            n = 0
+            for dy in range(-radius, radius + 1):
+                for dx in range(-radius, radius + 1):
+                    if max(abs(dy), abs(dx)) != radius:
+                        continue
+                    yy = y + dy * step
+                    xx = x + dx * step
+                    if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                        continue
+                    if mask[yy, xx]:
+                        continue
+                    v = src[yy, xx]
+                    if v == v:
+                        buf[n] = v
+                        n += 1
+            if n > 0:
+                s = np.sort(buf[:n])
+                if n % 2 == 1:
+                    img[y, x] = s[n // 2]
+                else:
+                    img[y, x] = 0.5 * (s[n // 2 - 1] + s[n // 2])
+                done = True
+                break
+        if not done:
+            failed[i] = 1
+    return failed
+
+
+@njit(cache=True, parallel=True)
+def _isolation_kernel(excess: np.ndarray, thr: float, iso_frac: float) -> np.ndarray:
+    """Pixels whose excess exceeds *thr* and every adjacent pixel's excess by ``1/iso_frac``."""
+    ny, nx = excess.shape
+    out = np.zeros((ny, nx), dtype=np.bool_)
+    for y in prange(ny):
+        for x in range(nx):
+            e = excess[y, x]
+            if not (e > thr):
+                continue
+            m = -np.inf
+            for dy in range(-1, 2):
+                yy = y + dy
+                if yy < 0 or yy >= ny:
+                    continue
+                for dx in range(-1, 2):
+                    if dy == 0 and dx == 0:
+                        continue
+                    xx = x + dx
+                    if xx < 0 or xx >= nx:
+                        continue
+                    v = excess[yy, xx]
+                    if v > m:
+                        m = v
+            if m < iso_frac * e:
+                out[y, x] = True
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_2d_float(image: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        msg = f"{name}: expected a 2-D [y, x] image, got shape {arr.shape}; pass one plane"
+        raise ValueError(msg)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def robust_sigma(values: np.ndarray, max_samples: int = 1_000_000) -> float:
+    """Gaussian-equivalent standard deviation from the median absolute deviation.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Any array; non-finite values are ignored.
+    max_samples : int
+        Estimate on at most this many regularly strided samples.
+
+    Returns
+    -------
+    float
+        ``1.4826 * MAD`` (0.0 when there are no finite values).
+    """
+    v = np.asarray(values).ravel()
+    if v.size > max_samples:
+        v = v[:: int(np.ceil(v.size / max_samples))]
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0
+    med = np.median(v)
+    return float(1.4826 * np.median(np.abs(v - med)))
+
+
+def estimate_noise(image: np.ndarray, cfa: bool, max_samples: int = 1_000_000) -> float:
+    """Robust per-pixel noise of an image, insensitive to stars, gradients and the CFA.
+
+    Uses the second difference between same-colour pixels along rows,
+    ``d = v[x] - (v[x-s] + v[x+s]) / 2`` with ``s = 2`` in a mosaic and 1 otherwise, whose
+    variance is ``1.5 sigma^2`` for white noise; ``sigma = MAD(d) * 1.4826 / sqrt(1.5)``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D ``[y, x]`` image (or ``[c, y, x]``: all planes pooled).
+    cfa : bool
+        True for a Bayer mosaic.
+    max_samples : int
+        Rows are subsampled to about this many differences.
+
+    Returns
+    -------
+    float
+        Noise in the image's units.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    img = img.reshape(-1, img.shape[-1])
+    s = 2 if cfa else 1
+    if img.shape[1] <= 2 * s:
+        return 0.0
+    stride = max(1, int(np.ceil(img.size / max_samples)))
+    rows = img[::stride]
+    d = rows[:, s:-s] - 0.5 * (rows[:, : -2 * s] + rows[:, 2 * s :])
+    return robust_sigma(d) / float(np.sqrt(1.5))
+
+
+def local_median(image: np.ndarray, cfa: bool, radius: int = 1) -> np.ndarray:
+    """Median of the same-colour neighbours of every pixel, the pixel itself excluded.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D image ``[y, x]`` (mono or CFA mosaic).  NaN samples are ignored.
+    cfa : bool
+        True for a Bayer mosaic: neighbours are taken at a step of 2 pixels.
+    radius : int
+        Window half-size in same-colour samples (1 gives the 8 nearest neighbours).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 image of the same shape.
+    """
+    img = _as_2d_float(image, "local_median")
+    return _local_median_kernel(img, 2 if cfa else 1, int(radius))
+
+
+# ---------------------------------------------------------------------------------------------
+# defect maps
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DefectMap:
+    """Boolean masks of defective pixels, ``[y, x]``.
+
+    Attributes
+    ----------
+    hot : numpy.ndarray
+        Pixels with excess dark current (from the master dark).
+    cold : numpy.ndarray
+        Dead or low-response pixels (from the master flat).
+    cfa : bool
+        Whether the masks belong to a Bayer mosaic (corrected with same-colour neighbours).
+    """
+
+    hot: np.ndarray
+    cold: np.ndarray
+    cfa: bool = False
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Union of the hot and cold masks."""
+        return self.hot | self.cold
+
+    @property
+    def n_hot(self) -> int:
+        """Number of hot pixels."""
+        return int(np.count_nonzero(self.hot))
+
+    @property
+    def n_cold(self) -> int:
+        """Number of cold pixels."""
+        return int(np.count_nonzero(self.cold))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of the masks."""
+        return tuple(self.hot.shape)
+
+    def __repr__(self) -> str:
+        return (
+            f"DefectMap(shape={self.shape}, hot={self.n_hot}, cold={self.n_cold}, cfa={self.cfa})"
+        )
+
+
+def find_hot_pixels(
+    master_dark: np.ndarray,
+    cfa: bool,
+    sigma: float = 5.0,
+    min_excess: float | None = None,
+    n_frames: int | None = None,
+) -> np.ndarray:
+    """Hot pixels of a master dark: thermal signal far above the local same-colour median.
+
+    A pixel is hot when ``dark - local_median`` exceeds ``sigma * s * sqrt(n_frames)`` and
+    *min_excess*, where ``s`` is the robust (MAD) scatter of ``dark - local_median`` over the
+    image: ``s * sqrt(n_frames)`` approximates the noise of a *single* dark, so the
+    threshold does not drop (and flag ever weaker warm pixels) as more darks are combined.
+
+    Parameters
+    ----------
+    master_dark : numpy.ndarray
+        2-D master dark (thermal signal, or dark including the offset: only local
+        differences matter).
+    cfa : bool
+        True for a Bayer mosaic.
+    sigma : float
+        Threshold in robust standard deviations.
+    min_excess : float or None
+        Further absolute threshold (the thermal level), ADU above the local median.
+    n_frames : int or None
+        Number of darks in the master (1 when unknown).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask.
+    """
+    dark = _as_2d_float(master_dark, "find_hot_pixels")
+    excess = dark - local_median(dark, cfa)
+    s = robust_sigma(excess)
+    thr = max(sigma * s * float(np.sqrt(max(1, n_frames or 1))), float(min_excess or 0.0))
+    hot = np.isfinite(excess) & (excess > thr)
+    logger.debug("hot pixels: scatter %.3g ADU, threshold %.3g ADU, %d found", s, thr, hot.sum())
+    return hot
+
+
+def find_cold_pixels(
+    master_flat: np.ndarray, cfa: bool, fraction: float = 0.6, radius: int = 2
+) -> np.ndarray:
+    """Cold (dead, low-response) pixels of a master flat.
+
+    A pixel is cold when its flat value is below ``fraction`` times the local same-colour
+    median of the flat (a window of ``2*radius+1`` same-colour samples a side), or is not a
+    positive finite number.  The local median follows vignetting and dust shadows, so only
+    pixel-scale defects are flagged.
+
+    Parameters
+    ----------
+    master_flat : numpy.ndarray
+        2-D master flat (any normalisation).
+    cfa : bool
+        True for a Bayer mosaic.
+    fraction : float
+        Relative response below which a pixel is cold (0.5-0.7 is usual).
+    radius : int
+        Half-size of the local window in same-colour samples.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask.
+    """
+    flat = _as_2d_float(master_flat, "find_cold_pixels")
+    level = local_median(flat, cfa, radius=radius)
+    bad = ~np.isfinite(flat) | (flat <= 0)
+    with np.errstate(invalid="ignore"):
+        cold = bad | (flat < fraction * level)
+    return cold
+
+
+def find_defects(
+    master_dark: np.ndarray | None,
+    master_flat: np.ndarray | None,
+    cfa: bool,
+    hot_sigma: float = 5.0,
+    hot_min_excess: float | None = None,
+    cold_fraction: float = 0.6,
+    n_dark_frames: int | None = None,
+    light_noise: float | None = None,
+    light_dark_ratio: float = 1.0,
+    hot_noise_factor: float = 10.0,
+) -> DefectMap:
+    """Build a :class:`DefectMap` from a master dark and/or a master flat.
+
+    Dark subtraction already removes a hot pixel's thermal signal; replacing it from its
+    neighbours only pays off when the subtraction is unreliable (strong thermal signal:
+    shot noise, scaling error, saturation) and loses detail on stars otherwise.  Give
+    *light_noise* (e.g. :func:`estimate_noise` of a calibrated light) to keep only hot
+    pixels whose thermal signal in the light exceeds ``hot_noise_factor * light_noise``.
+
+    Parameters
+    ----------
+    master_dark : numpy.ndarray or None
+        2-D master dark (hot pixels); ``None`` finds no hot pixels.
+    master_flat : numpy.ndarray or None
+        2-D master flat (cold pixels); ``None`` finds no cold pixels.
+    cfa : bool
+        True for a Bayer mosaic.
+    hot_sigma, hot_min_excess, n_dark_frames
+        See :func:`find_hot_pixels`.
+    cold_fraction : float
+        See :func:`find_cold_pixels`.
+    light_noise : float or None
+        Noise of the lights, ADU.
+    light_dark_ratio : float
+        Factor that scales the master dark to the lights (exposure ratio).
+    hot_noise_factor : float
+        Hot pixels must exceed this many light-noise sigmas (with *light_noise*).
+
+    Returns
+    -------
+    DefectMap
+    """
+    shape = None
+    for arr in (master_dark, master_flat):
+        if arr is not None:
+            if shape is not None and np.shape(arr) != shape:
+                msg = (
+                    f"find_defects: master dark {np.shape(master_dark)} and master flat "
+                    f"{np.shape(master_flat)} differ in shape; use masters from the same camera"
+                )
+                raise ValueError(msg)
+            shape = np.shape(arr)
+    if shape is None:
+        msg = "find_defects: give a master dark and/or a master flat"
+        raise ValueError(msg)
+    if light_noise is not None and light_noise > 0 and light_dark_ratio > 0:
+        from_light = hot_noise_factor * light_noise / light_dark_ratio
+        hot_min_excess = max(hot_min_excess or 0.0, from_light)
+    hot = (
+        find_hot_pixels(master_dark, cfa, hot_sigma, hot_min_excess, n_dark_frames)
+        if master_dark is not None
+        else np.zeros(shape, dtype=bool)
+    )
+    cold = (
+        find_cold_pixels(master_flat, cfa, cold_fraction)
+        if master_flat is not None
+        else np.zeros(shape, dtype=bool)
+    )
+    defects = DefectMap(hot=hot, cold=cold, cfa=cfa)
+    logger.info("defect map: %d hot, %d cold pixels", defects.n_hot, defects.n_cold)
+    return defects
+
+
+def correct_defects(image: np.ndarray, mask: np.ndarray, cfa: bool) -> np.ndarray:
+    """Replace masked pixels by the median of their non-defect same-colour neighbours.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``[y, x]`` image (mono or CFA mosaic) or ``[c, y, x]`` colour image (each plane is
+        corrected on its own with adjacent neighbours).
+    mask : numpy.ndarray
+        Boolean ``[y, x]`` mask of pixels to replace.
+    cfa : bool
+        True when *image* is a Bayer mosaic (neighbours at a step of 2 pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        A corrected float32 copy; the input is not modified.
+    """
+    img = np.array(image, dtype=np.float32, copy=True, order="C")
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != img.shape[-2:]:
+        msg = f"correct_defects: mask shape {mask.shape} does not match image {img.shape}"
+        raise ValueError(msg)
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return img
+    ys = ys.astype(np.int64)
+    xs = xs.astype(np.int64)
+    mask = np.ascontiguousarray(mask)
+    planes = [img] if img.ndim == 2 else [img[c] for c in range(img.shape[0])]
+    step = 2 if (cfa and img.ndim == 2) else 1
+    n_failed = 0
+    for plane in planes:
+        n_failed += int(_replace_kernel(plane, mask, ys, xs, step).sum())
+    if n_failed:
+        logger.warning(
+            "%d defective pixels have no usable neighbour and were left as they are", n_failed
+        )
+    return img
+
+
+def find_isolated_hot(
+    image: np.ndarray, cfa: bool, sigma: float = 8.0, iso_frac: float = 0.25
+) -> np.ndarray:
+    """Isolated hot pixels in a calibrated light (cosmic-ray hits, warm pixels not in the dark).
+
+    The excess of each pixel over the median of its 8 same-colour neighbours is compared with
+    the robust scatter ``s`` of that excess.  A pixel is flagged when its excess exceeds
+    ``sigma * s`` and the excess of every adjacent pixel is below ``iso_frac`` times its own:
+    stars light up adjacent pixels too, a hot pixel does not.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D calibrated light ``[y, x]``.
+    cfa : bool
+        True for a Bayer mosaic.
+    sigma : float
+        Detection threshold in robust standard deviations.
+    iso_frac : float
+        Maximum ratio of an adjacent pixel's excess to the candidate's.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask.
+    """
+    img = _as_2d_float(image, "find_isolated_hot")
+    excess = img - local_median(img, cfa)
+    s = robust_sigma(excess)
+    if s <= 0:
+        return np.zeros(img.shape, dtype=bool)
+    excess = np.where(np.isfinite(excess), excess, 0.0).astype(np.float32)
+    return _isolation_kernel(excess, float(sigma * s), float(iso_frac))

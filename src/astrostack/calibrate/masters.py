@@ -1,0 +1,915 @@
+"""Master offset (bias), dark, dark-flat and flat frames, streamed through the combine engine.
+
+Each master is a stack: the frames are checked one at a time (readable, same size, sensible
+exposure), then combined band by band by :func:`astrostack.combine.combine_sources`, so memory
+stays bounded whatever the number of frames.  Preprocessing that needs a whole image (the
+master offset subtracted from each dark, the offset or dark-flat subtracted from each flat and
+its per-CFA-plane normalisation) is applied to each band as it is read.
+
+Masters are written as float32 FITS with a provenance header (inputs, method, parameters,
+version and a hash of the inputs' paths, sizes, modification times and the parameters) and are
+reused by :func:`load_or_build_master` while that hash is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astrostack.io import FrameMeta, FrameReadError, read_frame, write_fits
+
+__all__ = [
+    "MASTER_KINDS",
+    "Master",
+    "build_master_bias",
+    "build_master_dark",
+    "build_master_darkflat",
+    "build_master_flat",
+    "inputs_hash",
+    "load_or_build_master",
+    "plane_levels",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of master this module builds.
+MASTER_KINDS = ("bias", "dark", "darkflat", "flat")
+
+_IMAGETYP = {
+    "bias": "Master Bias",
+    "dark": "Master Dark",
+    "darkflat": "Master Dark Flat",
+    "flat": "Master Flat",
+}
+_DEFAULT_METHOD = {
+    "bias": "median",
+    "dark": "winsorized",
+    "darkflat": "winsorized",
+    "flat": "winsorized",
+}
+_FITS_SUFFIXES = (".fits", ".fit", ".fts")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("astrostack")
+    except Exception:  # pragma: no cover - not installed
+        return "unknown"
+
+
+@dataclass
+class Master:
+    """A master calibration frame.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        float32 ``[y, x]`` (mono or CFA mosaic) or ``[c, y, x]``.  A dark holds the thermal
+        signal (offset removed) unless ``includes_bias``; a flat is normalised to 1 (each CFA
+        plane on its own).
+    kind : str
+        ``'bias'``, ``'dark'``, ``'darkflat'`` or ``'flat'``.
+    n_frames : int
+        Number of frames combined.
+    exposure : float or None
+        Exposure of the combined frames, seconds (median).
+    temperature : float or None
+        Mean sensor temperature, deg C.
+    bayer : str or None
+        CFA pattern of the frames (``None`` for mono).
+    includes_bias : bool
+        For darks: True when no master offset was subtracted (the dark still holds it).
+    method : str
+        Combine method used.
+    digest : str
+        Hash of the inputs and parameters (see :func:`inputs_hash`).
+    header : dict
+        FITS keywords written with the master (provenance).
+    inputs : list of Path
+        Frames that went into the master.
+    skipped : list of (Path, str)
+        Frames left out, with the reason.
+    path : Path or None
+        File the master was written to or loaded from.
+    """
+
+    data: np.ndarray
+    kind: str
+    n_frames: int
+    exposure: float | None = None
+    temperature: float | None = None
+    bayer: str | None = None
+    includes_bias: bool = False
+    method: str = "median"
+    digest: str = ""
+    header: dict = field(default_factory=dict)
+    inputs: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.data.dtype != np.float32:
+            self.data = self.data.astype(np.float32)
+        if self.kind not in MASTER_KINDS:
+            msg = f"Master kind {self.kind!r} is not one of {', '.join(MASTER_KINDS)}"
+            raise ValueError(msg)
+
+    @property
+    def cfa(self) -> bool:
+        """True for a 2-D Bayer mosaic."""
+        return self.bayer is not None and self.data.ndim == 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the data."""
+        return tuple(self.data.shape)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the master as float32 FITS (atomically) with its provenance header.
+
+        Parameters
+        ----------
+        path : str or Path
+            Output file.
+
+        Returns
+        -------
+        Path
+            The written file.
+        """
+        path = Path(path)
+        history = [f"input {p}" for p in self.inputs]
+        history += [f"skipped {p}: {reason}" for p, reason in self.skipped]
+        bayer = self.bayer if self.cfa else None
+        write_fits(path, self.data, header=dict(self.header), history=history, bayer=bayer)
+        self.path = path
+        logger.info("wrote master %s %s (%d frames)", self.kind, path, self.n_frames)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Master:
+        """Read a master written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+            The master's FITS file.
+
+        Returns
+        -------
+        Master
+
+        Raises
+        ------
+        FrameReadError
+            If the file cannot be read or is not an astrostack master.
+        """
+        frame = read_frame(path)
+        h = frame.meta.header
+        kind = str(h.get("ASKIND", "")).strip().lower()
+        if kind not in MASTER_KINDS:
+            msg = "not an astrostack master (no ASKIND keyword); rebuild it or remove the file"
+            raise FrameReadError(path, msg)
+        return cls(
+            data=frame.data,
+            kind=kind,
+            n_frames=int(h.get("NCOMBINE", 0) or 0),
+            exposure=frame.meta.exposure,
+            temperature=frame.meta.temperature,
+            bayer=frame.meta.bayer,
+            includes_bias=bool(h.get("ASINCBIA", False)),
+            method=str(h.get("ASMETHOD", "")),
+            digest=str(h.get("ASHASH", "")),
+            header={k: v for k, v in h.items() if k not in ("COMMENT", "HISTORY")},
+            path=Path(path),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+# ---------------------------------------------------------------------------------------------
+
+
+def inputs_hash(paths: Sequence[str | Path], params: dict[str, Any]) -> str:
+    """SHA-256 of the inputs' resolved paths, sizes and modification times, and *params*.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Input frames (missing files hash as missing).
+    params : dict
+        JSON-serialisable parameters (method, thresholds, hashes of masters used, ...).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    items = []
+    for p in sorted(str(Path(p).resolve()) for p in paths):
+        try:
+            st = Path(p).stat()
+            items.append([p, st.st_size, st.st_mtime_ns])
+        except OSError:
+            items.append([p, None, None])
+    blob = json.dumps({"inputs": items, "params": params, "version": _version()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# frame checks and preprocessing
+# ---------------------------------------------------------------------------------------------
+
+
+def plane_levels(data: np.ndarray, cfa: bool, max_samples: int = 250_000) -> np.ndarray:
+    """Median level of each CFA plane (``[y%2, x%2]`` order), of each channel, or of the image.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``[y, x]`` or ``[c, y, x]`` image.
+    cfa : bool
+        True for a 2-D Bayer mosaic: four levels, one per 2x2 sub-lattice.
+    max_samples : int
+        Approximate samples per plane.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 levels: 4 for a mosaic, ``c`` for ``[c, y, x]``, 1 otherwise.
+    """
+    if data.ndim == 3:
+        planes = [data[c] for c in range(data.shape[0])]
+    elif cfa:
+        planes = [data[i::2, j::2] for i in range(2) for j in range(2)]
+    else:
+        planes = [data]
+    out = []
+    for p in planes:
+        v = p.ravel()
+        step = max(1, v.size // max_samples)
+        v = v[::step]
+        v = v[np.isfinite(v)]
+        out.append(float(np.median(v)) if v.size else np.nan)
+    return np.asarray(out)
+
+
+def _plane_factor_image(factors: np.ndarray, shape: tuple[int, ...], cfa: bool) -> np.ndarray:
+    """Per-pixel multiplier that applies one factor per CFA plane / channel (broadcastable)."""
+    if len(shape) == 3:
+        return factors.astype(np.float32).reshape(-1, 1, 1)
+    if cfa:
+        tile = factors.astype(np.float32).reshape(2, 2)
+        reps = (-(-shape[0] // 2), -(-shape[1] // 2))
+        return np.tile(tile, reps)[: shape[0], : shape[1]]
+    return np.full((1, 1), factors[0], dtype=np.float32)
+
+
+@dataclass
+class _Good:
+    path: Path
+    meta: FrameMeta
+    levels: np.ndarray | None = None
+
+
+class _PreparedSource:
+    """Band reader that subtracts a calibration image and applies per-plane factors.
+
+    Wraps a combine-engine source; ``read_rows`` returns ``(band - pre) * factor``.
+    """
+
+    def __init__(self, inner: Any, pre: np.ndarray | None, factor: np.ndarray | None):
+        self.inner = inner
+        self.pre = pre
+        self.factor = factor
+        self.shape = tuple(inner.shape)
+        self.path = getattr(inner, "path", None)
+
+    def open(self) -> _PreparedSource:
+        self.inner.open()
+        return self
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> _PreparedSource:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_rows(self, y0: int, y1: int, out: np.ndarray | None = None) -> np.ndarray:
+        band = self.inner.read_rows(y0, y1, out=out)
+        if self.pre is not None:
+            band -= self.pre[..., y0:y1, :]
+        if self.factor is not None:
+            f = self.factor
+            band *= f[..., y0:y1, :] if f.shape[-2] > 1 else f
+        return band
+
+
+def _scan_frames(
+    paths: Sequence[str | Path],
+    kind: str,
+    pre: np.ndarray | None = None,
+    levels_cfa: bool | None = None,
+) -> tuple[list[_Good], list[tuple[Path, str]], tuple[int, ...]]:
+    """Read each frame once (one at a time): keep the readable ones of the common size.
+
+    With *levels_cfa* not None the robust level of ``frame - pre`` is measured per plane
+    (flats).  Returns the good frames, the skipped ones with reasons and the common shape.
+    """
+    skipped: list[tuple[Path, str]] = []
+    seen: list[_Good] = []
+    for p in paths:
+        p = Path(p)
+        try:
+            frame = read_frame(p)
+        except FrameReadError as exc:
+            skipped.append((p, exc.reason))
+            logger.warning("skipping %s %s: %s", kind, p, exc.reason)
+            continue
+        except Exception as exc:  # any reader failure must not kill the master
+            reason = f"cannot be read ({type(exc).__name__}: {exc}); check or remove the file"
+            skipped.append((p, reason))
+            logger.warning("skipping %s %s: %s", kind, p, reason)
+            continue
+        good = _Good(path=p, meta=frame.meta)
+        if levels_cfa is not None:
+            data = frame.data
+            if pre is not None and pre.shape == data.shape:
+                data = data - pre
+            good.levels = plane_levels(data, levels_cfa)
+        seen.append(good)
+        del frame
+    if not seen:
+        return [], skipped, ()
+    counts = Counter(tuple(g.meta.shape) for g in seen)
+    shape = counts.most_common(1)[0][0]
+    good_frames = []
+    for g in seen:
+        if tuple(g.meta.shape) != shape:
+            reason = (
+                f"size {'x'.join(map(str, g.meta.shape))} differs from the other {kind} frames' "
+                f"{'x'.join(map(str, shape))}; remove it or put it in its own folder"
+            )
+            skipped.append((g.path, reason))
+            logger.warning("skipping %s %s: %s", kind, g.path, reason)
+        else:
+            good_frames.append(g)
+    # Darks and flats of one master share an exposure; bias exposures are ~0 and may vary.
+    if kind in ("dark", "darkflat") and good_frames:
+        exps = [g.meta.exposure for g in good_frames if g.meta.exposure]
+        if exps:
+            ref = float(np.median(exps))
+            kept = []
+            for g in good_frames:
+                e = g.meta.exposure
+                if e and ref > 0 and abs(e - ref) > 0.05 * ref:
+                    reason = (
+                        f"exposure {e:g}s differs from the other {kind} frames' {ref:g}s; "
+                        "put darks of each exposure in their own folder"
+                    )
+                    skipped.append((g.path, reason))
+                    logger.warning("skipping %s %s: %s", kind, g.path, reason)
+                else:
+                    kept.append(g)
+            good_frames = kept
+    return good_frames, skipped, shape
+
+
+def _make_source(path: Path, shape: tuple[int, ...], tmpdir: Path) -> Any:
+    """A combine-engine source for *path*: FITS read in bands, other formats via a .npy copy."""
+    from astrostack.combine import FitsSource, NpySource
+
+    if path.suffix.lower() in _FITS_SUFFIXES:
+        try:
+            src = FitsSource(path)
+            if tuple(src.shape) == tuple(shape):
+                return src
+        except (OSError, ValueError) as exc:
+            logger.debug("%s: no band reader (%s); decoding to .npy", path, exc)
+    frame = read_frame(path)
+    npy = tmpdir / f"{len(list(tmpdir.iterdir())):05d}.npy"
+    np.save(npy, np.ascontiguousarray(frame.data, dtype=np.float32))
+    return NpySource(npy)
+
+
+def _combine(
+    good: list[_Good],
+    kind: str,
+    method: str,
+    pre: np.ndarray | None,
+    scales: list[float] | None,
+    factors: list[np.ndarray | None] | None,
+    memory_limit: int | str | None,
+    combine_options: dict[str, Any],
+) -> np.ndarray:
+    from astrostack.combine import combine_sources
+
+    kwargs = dict(combine_options)
+    if memory_limit is not None:
+        kwargs["memory_limit"] = memory_limit
+    if scales is not None:
+        kwargs["scales"] = np.asarray(scales, dtype=np.float64)
+    with tempfile.TemporaryDirectory(prefix=f"astrostack-{kind}-") as tmp:
+        sources = []
+        for i, g in enumerate(good):
+            inner = _make_source(g.path, tuple(g.meta.shape), Path(tmp))
+            factor = factors[i] if factors is not None else None
+            sources.append(_PreparedSource(inner, pre, factor))
+        result = combine_sources(sources, method=method, **kwargs)
+    failed = result.parameters.get("failed_sources") or {}
+    for i, reason in failed.items():
+        logger.warning("%s %s could not be read completely: %s", kind, good[i].path, reason)
+    return np.asarray(result.image, dtype=np.float32)
+
+
+def _common_meta(good: list[_Good]) -> dict[str, Any]:
+    exps = [g.meta.exposure for g in good if g.meta.exposure is not None]
+    temps = [g.meta.temperature for g in good if g.meta.temperature is not None]
+    bayers = Counter(g.meta.bayer for g in good)
+    return {
+        "exposure": float(np.median(exps)) if exps else None,
+        "temperature": float(np.mean(temps)) if temps else None,
+        "bayer": bayers.most_common(1)[0][0],
+        "meta": good[0].meta,
+    }
+
+
+def _header(kind: str, n: int, method: str, common: dict, digest: str, extra: dict) -> dict:
+    meta: FrameMeta = common["meta"]
+    h: dict[str, Any] = {
+        "IMAGETYP": _IMAGETYP[kind],
+        "ASKIND": kind,
+        "NCOMBINE": n,
+        "ASMETHOD": method,
+        "ASHASH": digest,
+        "ASVERS": _version(),
+        "XBINNING": int(meta.binning[1]),
+        "YBINNING": int(meta.binning[0]),
+    }
+    if common["exposure"] is not None:
+        h["EXPTIME"] = common["exposure"]
+    if common["temperature"] is not None:
+        h["CCD-TEMP"] = round(common["temperature"], 3)
+    if common["bayer"] is not None:
+        h["BAYERPAT"] = common["bayer"]
+        h["ROWORDER"] = "TOP-DOWN"
+    for key, value in (("INSTRUME", meta.camera), ("GAIN", meta.gain), ("EGAIN", meta.egain)):
+        if value is not None:
+            h[key] = value
+    if meta.iso is not None:
+        h["ISOSPEED"] = meta.iso
+    h.update(extra)
+    return h
+
+
+def _no_frames(kind: str, paths: Sequence, skipped: list) -> ValueError:
+    reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:5])
+    msg = f"no usable {kind} frames among {len(paths)} files ({reasons}); check the folder"
+    return ValueError(msg)
+
+
+def _check_master(master: Master | None, shape: tuple[int, ...], what: str) -> None:
+    if master is not None and master.shape != shape:
+        src = master.path or f"master {master.kind}"
+        msg = (
+            f"{src}: shape {master.shape} does not match the {what} frames' {shape}; "
+            "use a master from the same camera, binning and crop"
+        )
+        raise ValueError(msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# builders
+# ---------------------------------------------------------------------------------------------
+
+
+def _params(
+    kind: str,
+    method: str | None = None,
+    sigma_low: float = 3.0,
+    sigma_high: float = 3.0,
+    combine_options: dict[str, Any] | None = None,
+    master_bias: Master | None = None,
+    master_darkflat: Master | None = None,
+    master_dark: Master | None = None,
+    cfa: bool | None = None,
+    **_ignored: Any,
+) -> dict[str, Any]:
+    """Everything besides the input files that decides a master's content (for its hash)."""
+    return {
+        "kind": kind,
+        "method": method or _DEFAULT_METHOD[kind],
+        **_options(sigma_low, sigma_high, combine_options),
+        "bias": master_bias.digest if master_bias is not None else None,
+        "darkflat": master_darkflat.digest if master_darkflat is not None else None,
+        "dark": master_dark.digest if master_dark is not None else None,
+        "cfa": cfa,
+    }
+
+
+def _options(sigma_low: float, sigma_high: float, combine_options: dict | None) -> dict:
+    opts = {"sigma_low": float(sigma_low), "sigma_high": float(sigma_high)}
+    opts.update(combine_options or {})
+    return opts
+
+
+def build_master_bias(
+    paths: Sequence[str | Path],
+    method: str = "median",
+    sigma_low: float = 3.0,
+    sigma_high: float = 3.0,
+    memory_limit: int | str | None = None,
+    combine_options: dict[str, Any] | None = None,
+) -> Master:
+    """Combine offset (bias) frames into a master offset.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Bias frames.  Unreadable frames and frames of another size are skipped (logged).
+    method : str
+        ``'median'`` (the pixel-wise median, like ImageMagick ``-evaluate-sequence median``),
+        ``'winsorized'`` (winsorized sigma-clipped mean) or any engine method.
+    sigma_low, sigma_high : float
+        Rejection thresholds for clipping methods.
+    memory_limit : int or str or None
+        Memory budget of the combine engine (its default when None).
+    combine_options : dict or None
+        Further keyword arguments for :func:`astrostack.combine.combine_sources`.
+
+    Returns
+    -------
+    Master
+
+    Raises
+    ------
+    ValueError
+        If no frame is usable.
+    """
+    opts = _options(sigma_low, sigma_high, combine_options)
+    good, skipped, _ = _scan_frames(paths, "bias")
+    if not good:
+        raise _no_frames("bias", paths, skipped)
+    digest = inputs_hash(paths, _params("bias", method, sigma_low, sigma_high, combine_options))
+    data = _combine(good, "bias", method, None, None, None, memory_limit, opts)
+    common = _common_meta(good)
+    extra = {"ASSIGLO": opts["sigma_low"], "ASSIGHI": opts["sigma_high"]}
+    logger.info("master bias: %d frames, %s, %d skipped", len(good), method, len(skipped))
+    return Master(
+        data=data,
+        kind="bias",
+        n_frames=len(good),
+        exposure=common["exposure"],
+        temperature=common["temperature"],
+        bayer=common["bayer"],
+        method=method,
+        digest=digest,
+        header=_header("bias", len(good), method, common, digest, extra),
+        inputs=[g.path for g in good],
+        skipped=skipped,
+    )
+
+
+def build_master_dark(
+    paths: Sequence[str | Path],
+    master_bias: Master | None = None,
+    method: str = "winsorized",
+    sigma_low: float = 3.0,
+    sigma_high: float = 3.0,
+    memory_limit: int | str | None = None,
+    combine_options: dict[str, Any] | None = None,
+    kind: str = "dark",
+) -> Master:
+    """Combine darks (each minus the master offset) into a master dark.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Dark frames of one exposure.  Unreadable frames, frames of another size and frames
+        of another exposure are skipped (logged).
+    master_bias : Master or None
+        Master offset.  With it the master dark holds the thermal signal only and can be
+        scaled to other exposures; without it the master keeps the offset
+        (``includes_bias=True``) and only suits lights of the same exposure.
+    method : str
+        Combine method (``'winsorized'`` default; ``'median'``, ``'sigma'``, ...).
+    sigma_low, sigma_high : float
+        Rejection thresholds.
+    memory_limit : int or str or None
+        Memory budget of the combine engine.
+    combine_options : dict or None
+        Further keyword arguments for :func:`astrostack.combine.combine_sources`.
+    kind : {'dark', 'darkflat'}
+        What the master is.
+
+    Returns
+    -------
+    Master
+    """
+    if kind not in ("dark", "darkflat"):
+        msg = f"build_master_dark: kind must be 'dark' or 'darkflat', got {kind!r}"
+        raise ValueError(msg)
+    opts = _options(sigma_low, sigma_high, combine_options)
+    good, skipped, shape = _scan_frames(paths, kind)
+    if not good:
+        raise _no_frames(kind, paths, skipped)
+    _check_master(master_bias, shape, kind)
+    pre = master_bias.data if master_bias is not None else None
+    params = _params(kind, method, sigma_low, sigma_high, combine_options, master_bias)
+    digest = inputs_hash(paths, params)
+    data = _combine(good, kind, method, pre, None, None, memory_limit, opts)
+    common = _common_meta(good)
+    extra = {
+        "ASSIGLO": opts["sigma_low"],
+        "ASSIGHI": opts["sigma_high"],
+        "ASINCBIA": master_bias is None,
+    }
+    if master_bias is not None:
+        extra["ASBIAS"] = master_bias.digest
+    logger.info(
+        "master %s: %d frames, %s, %s, %d skipped",
+        kind,
+        len(good),
+        method,
+        "offset included" if master_bias is None else "offset removed",
+        len(skipped),
+    )
+    return Master(
+        data=data,
+        kind=kind,
+        n_frames=len(good),
+        exposure=common["exposure"],
+        temperature=common["temperature"],
+        bayer=common["bayer"],
+        includes_bias=master_bias is None,
+        method=method,
+        digest=digest,
+        header=_header(kind, len(good), method, common, digest, extra),
+        inputs=[g.path for g in good],
+        skipped=skipped,
+    )
+
+
+def build_master_darkflat(
+    paths: Sequence[str | Path], master_bias: Master | None = None, **kwargs: Any
+) -> Master:
+    """Combine dark-flats (darks of the flats' exposure) into a master dark-flat.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Dark-flat frames.
+    master_bias : Master or None
+        Normally None: a dark-flat keeps the offset so that ``flat - darkflat`` removes both.
+    **kwargs
+        Passed to :func:`build_master_dark`.
+
+    Returns
+    -------
+    Master
+    """
+    return build_master_dark(paths, master_bias=master_bias, kind="darkflat", **kwargs)
+
+
+def _flat_pre(
+    shape: tuple[int, ...],
+    exposure: float | None,
+    master_bias: Master | None,
+    master_darkflat: Master | None,
+    master_dark: Master | None,
+) -> tuple[np.ndarray | None, str]:
+    """What to subtract from each flat, and a description of it."""
+    if master_darkflat is not None:
+        _check_master(master_darkflat, shape, "flat")
+        pre = master_darkflat.data
+        if not master_darkflat.includes_bias and master_bias is not None:
+            pre = pre + master_bias.data
+        return pre, "dark-flat"
+    pre = None
+    what = []
+    if master_bias is not None:
+        _check_master(master_bias, shape, "flat")
+        pre = master_bias.data
+        what.append("offset")
+    if master_dark is not None:
+        _check_master(master_dark, shape, "flat")
+        if master_dark.includes_bias:
+            if master_bias is None and exposure and master_dark.exposure:
+                if abs(exposure / master_dark.exposure - 1.0) < 0.05:
+                    return master_dark.data, "dark (incl. offset)"
+            logger.warning(
+                "master dark includes the offset and does not match the flats' exposure; "
+                "not subtracted from the flats"
+            )
+        elif exposure and master_dark.exposure:
+            k = exposure / master_dark.exposure
+            pre = (
+                master_dark.data * np.float32(k)
+                if pre is None
+                else pre + np.float32(k) * master_dark.data
+            )
+            what.append(f"dark*{k:.4g}")
+    if pre is None:
+        logger.warning(
+            "flats: no offset, dark-flat or dark to subtract; the flat keeps the camera's "
+            "offset and will under-correct vignetting. Add bias or dark-flat frames"
+        )
+        return None, "nothing"
+    return np.ascontiguousarray(pre, dtype=np.float32), "+".join(what)
+
+
+def build_master_flat(
+    paths: Sequence[str | Path],
+    master_bias: Master | None = None,
+    master_darkflat: Master | None = None,
+    master_dark: Master | None = None,
+    method: str = "winsorized",
+    sigma_low: float = 3.0,
+    sigma_high: float = 3.0,
+    cfa: bool | None = None,
+    memory_limit: int | str | None = None,
+    combine_options: dict[str, Any] | None = None,
+) -> Master:
+    """Combine flats into a master flat normalised to 1.
+
+    Each flat has the master dark-flat subtracted (or else the master offset plus the
+    exposure-scaled master dark, or the offset alone), is divided by its own median level
+    (the engine's per-frame scales) and, for a Bayer mosaic, each of its four 2x2 CFA
+    sub-lattices is normalised on its own so that the colour of the flat's light source does
+    not matter.  The combined result is normalised to a median of 1 (per CFA plane or per
+    channel).
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Flat frames.  Unreadable frames, frames of another size and frames with no signal are
+        skipped (logged).
+    master_bias, master_darkflat, master_dark : Master or None
+        Calibration of the flats (see above).
+    method : str
+        Combine method (``'winsorized'`` default).
+    sigma_low, sigma_high : float
+        Rejection thresholds.
+    cfa : bool or None
+        Treat the frames as a Bayer mosaic; ``None`` takes it from the frames' metadata.
+    memory_limit : int or str or None
+        Memory budget of the combine engine.
+    combine_options : dict or None
+        Further keyword arguments for :func:`astrostack.combine.combine_sources`.
+
+    Returns
+    -------
+    Master
+    """
+    opts = _options(sigma_low, sigma_high, combine_options)
+    cfa_arg = cfa
+    # First pass without preprocessing to learn shape and exposure, then measure levels.
+    probe, skipped0, shape = _scan_frames(paths, "flat")
+    if not probe:
+        raise _no_frames("flat", paths, skipped0)
+    common = _common_meta(probe)
+    if cfa is None:
+        cfa = common["bayer"] is not None and len(shape) == 2
+    pre, pre_what = _flat_pre(shape, common["exposure"], master_bias, master_darkflat, master_dark)
+    good, skipped, shape = _scan_frames([g.path for g in probe], "flat", pre, cfa)
+    skipped = skipped0 + skipped
+    usable = []
+    for g in good:
+        lv = g.levels
+        if lv is None or not np.all(np.isfinite(lv)) or np.any(lv <= 0):
+            reason = (
+                f"level {np.round(lv, 1).tolist()} ADU after removing the {pre_what} is not "
+                "positive; is it really a flat?"
+            )
+            skipped.append((g.path, reason))
+            logger.warning("skipping flat %s: %s", g.path, reason)
+        else:
+            usable.append(g)
+    if not usable:
+        raise _no_frames("flat", paths, skipped)
+    overall = [float(np.median(g.levels)) for g in usable]
+    scales = [1.0 / lv for lv in overall]
+    factors = None
+    if len(usable[0].levels) > 1:
+        factors = [
+            _plane_factor_image(lv / g.levels, shape, cfa)
+            for g, lv in zip(usable, overall, strict=True)
+        ]
+    data = _combine(usable, "flat", method, pre, scales, factors, memory_limit, opts)
+    norm = plane_levels(data, cfa)
+    if not np.all(np.isfinite(norm)) or np.any(norm <= 0):
+        msg = f"master flat has a non-positive level {norm.tolist()}; check the flat frames"
+        raise ValueError(msg)
+    data = data * _plane_factor_image(1.0 / norm, data.shape, cfa)
+    params = _params(
+        "flat",
+        method,
+        sigma_low,
+        sigma_high,
+        combine_options,
+        master_bias,
+        master_darkflat,
+        master_dark,
+        cfa_arg,
+    )
+    digest = inputs_hash(paths, params)
+    common = _common_meta(usable)
+    extra = {
+        "ASSIGLO": opts["sigma_low"],
+        "ASSIGHI": opts["sigma_high"],
+        "ASFLATPR": pre_what,
+        "ASCFANRM": bool(cfa),
+    }
+    logger.info(
+        "master flat: %d frames, %s, minus %s, %d skipped",
+        len(usable),
+        method,
+        pre_what,
+        len(skipped),
+    )
+    return Master(
+        data=data.astype(np.float32),
+        kind="flat",
+        n_frames=len(usable),
+        exposure=common["exposure"],
+        temperature=common["temperature"],
+        bayer=common["bayer"],
+        method=method,
+        digest=digest,
+        header=_header("flat", len(usable), method, common, digest, extra),
+        inputs=[g.path for g in usable],
+        skipped=skipped,
+    )
+
+
+_BUILDERS = {
+    "bias": build_master_bias,
+    "dark": build_master_dark,
+    "darkflat": build_master_darkflat,
+    "flat": build_master_flat,
+}
+
+
+def load_or_build_master(
+    kind: str,
+    paths: Sequence[str | Path],
+    output: str | Path,
+    rebuild: bool = False,
+    **kwargs: Any,
+) -> Master:
+    """Reuse the master at *output* when its inputs and parameters are unchanged, else build it.
+
+    The hash stored in the master (``ASHASH``) covers every input path with its size and
+    modification time (frames that were skipped included, so a bad frame does not force a
+    rebuild on every run), the parameters and the hashes of the masters used.
+
+    Parameters
+    ----------
+    kind : {'bias', 'dark', 'darkflat', 'flat'}
+        What to build.
+    paths : sequence of path
+        Input frames.
+    output : str or Path
+        Master FITS file (written when built).
+    rebuild : bool
+        Build even when a matching master exists.
+    **kwargs
+        Passed to the builder (``build_master_bias``, ``build_master_dark``, ...).
+
+    Returns
+    -------
+    Master
+    """
+    if kind not in _BUILDERS:
+        msg = f"load_or_build_master: kind must be one of {', '.join(MASTER_KINDS)}, got {kind!r}"
+        raise ValueError(msg)
+    output = Path(output)
+    if output.exists() and not rebuild:
+        try:
+            old = Master.load(output)
+        except (FrameReadError, ValueError, OSError) as exc:
+            logger.warning("%s: cannot reuse it (%s); rebuilding", output, exc)
+            old = None
+        if old is not None:
+            expected = inputs_hash(paths, _params(kind, **kwargs))
+            if old.kind == kind and expected == old.digest:
+                logger.info("reusing master %s %s (inputs and parameters unchanged)", kind, output)
+                return old
+            logger.info("master %s %s is out of date; rebuilding", kind, output)
+    master = _BUILDERS[kind](paths, **kwargs)
+    master.save(output)
+    return master

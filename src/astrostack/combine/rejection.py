@@ -1,0 +1,562 @@
+"""Compiled per-pixel rejection and combination (the numba kernel behind ``combine``).
+
+Layout: the stack is ``float32 [N, G, Q]`` (N frames; G planes, e.g. colour channels;
+Q pixels per plane), outputs are flat float32/uint16 arrays and plane ``g`` of the result
+starts at ``out_start[g]``, so a band of rows can be written straight into full-size
+output arrays.  ``prange`` runs over chunks of pixels; each chunk owns its scratch
+buffers (values, weights, flags), so there is no allocation per pixel.
+
+Per pixel: gather the finite values that have a finite, positive weight (a NaN value,
+an infinite value or a weight <= 0 / NaN all mean "no data"), reject, then take the
+weighted mean of the kept values in float64 (the plain median for ``median``).
+
+Method codes and the parameter vectors are built by :mod:`astrostack.combine.kernels`;
+this module has no public Python API.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .stats import median_inplace, sort_pairs, sorted_mad, sorted_median
+
+__all__ = [
+    "FP_CUTOFF",
+    "FP_PERC_HIGH",
+    "FP_PERC_LOW",
+    "FP_SIGMA_HIGH",
+    "FP_SIGMA_LOW",
+    "IP_MAXITERS",
+    "IP_MIN_KEPT",
+    "IP_N_HIGH",
+    "IP_N_LOW",
+    "IP_STDFUNC",
+    "METHOD_CODES",
+    "combine_pixels",
+    "esd_critical_values",
+]
+
+#: Method name -> integer code used by the compiled kernel.
+METHOD_CODES = {
+    "mean": 0,
+    "median": 1,
+    "sigma": 2,
+    "winsorized": 3,
+    "linear_fit": 4,
+    "esd": 5,
+    "percentile": 6,
+    "minmax": 7,
+}
+
+# indices into the float parameter vector
+FP_SIGMA_LOW = 0
+FP_SIGMA_HIGH = 1
+FP_PERC_LOW = 2
+FP_PERC_HIGH = 3
+FP_CUTOFF = 4
+# indices into the integer parameter vector
+IP_MAXITERS = 0
+IP_N_LOW = 1
+IP_N_HIGH = 2
+IP_STDFUNC = 3  # 0 = classic std (ddof=0), 1 = MAD std
+IP_MIN_KEPT = 4
+
+_PIXELS_PER_CHUNK = 512
+
+# Winsorization constants (Huber's 1.5 sigma clip and the 1.134 correction that makes
+# the winsorized std of a Gaussian consistent with sigma), as in Siril and PixInsight.
+_WINSOR_CLIP = 1.5
+_WINSOR_CORR = 1.134
+_WINSOR_TOL = 5e-4
+_WINSOR_MAX_INNER = 50
+
+
+def esd_critical_values(n_frames: int, outlier_fraction: float, significance: float) -> np.ndarray:
+    """Critical values ``lambda[n, i]`` of the generalized ESD test (Rosner 1983).
+
+    Parameters
+    ----------
+    n_frames : int
+        Largest number of values per pixel.
+    outlier_fraction : float
+        Upper bound on the fraction of outliers tested, ``r(n) = min(floor(f n), n - 3)``.
+    significance : float
+        Significance level alpha of the test.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[n_frames + 1, rmax + 1]``; ``lambda[n, i]`` for ``1 <= i <= r(n)``,
+        ``inf`` elsewhere (never exceeded, so no rejection).
+    """
+    from scipy.stats import t as student_t
+
+    n_all = np.arange(n_frames + 1)
+    r_all = np.maximum(
+        np.minimum(np.floor(outlier_fraction * n_all).astype(np.int64), n_all - 3), 0
+    )
+    rmax = int(r_all.max()) if n_all.size else 0
+    table = np.full((n_frames + 1, rmax + 1), np.inf, dtype=np.float64)
+    if rmax == 0:
+        return table
+    nn, ii = np.meshgrid(n_all, np.arange(1, rmax + 1), indexing="ij")
+    valid = ii <= r_all[:, None]
+    n = nn[valid].astype(np.float64)
+    i = ii[valid].astype(np.float64)
+    p = 1.0 - significance / (2.0 * (n - i + 1.0))
+    dof = n - i - 1.0
+    tq = student_t.ppf(p, dof)
+    lam = (n - i) * tq / np.sqrt((dof + tq * tq) * (n - i + 1.0))
+    sub = table[:, 1:]
+    sub[valid] = lam
+    return table
+
+
+@njit(cache=True, fastmath=False)
+def _mean_std(v, lo, hi, ddof):  # pragma: no cover - compiled
+    """Mean and std of ``v[lo:hi]`` in float64 (two passes)."""
+    n = hi - lo
+    s = 0.0
+    for k in range(lo, hi):
+        s += v[k]
+    mean = s / n
+    ss = 0.0
+    for k in range(lo, hi):
+        d = v[k] - mean
+        ss += d * d
+    if n - ddof <= 0:
+        return mean, 0.0
+    return mean, np.sqrt(ss / (n - ddof))
+
+
+@njit(cache=True, fastmath=False)
+def _count_below(v, lo, hi, bound):  # pragma: no cover - compiled
+    """Number of leading values of the sorted ``v[lo:hi]`` strictly below ``bound``."""
+    k = lo
+    while k < hi and v[k] < bound:
+        k += 1
+    return k - lo
+
+
+@njit(cache=True, fastmath=False)
+def _count_above(v, lo, hi, bound):  # pragma: no cover - compiled
+    """Number of trailing values of the sorted ``v[lo:hi]`` strictly above ``bound``."""
+    k = hi - 1
+    while k >= lo and v[k] > bound:
+        k -= 1
+    return hi - 1 - k
+
+
+@njit(cache=True, fastmath=False)
+def _limit_ends(v, lo, hi, n_lo, n_hi, centre, scale_lo, scale_hi, min_kept):  # pragma: no cover
+    """Trim end rejections so that at least ``min_kept`` values stay.
+
+    When ``n_lo + n_hi`` rejections would leave fewer than ``min_kept`` values, only the
+    most deviant ones (distance to ``centre`` in units of the low / high threshold) are
+    rejected.  Returns the allowed ``(n_lo, n_hi, trimmed)``.
+    """
+    n = hi - lo
+    allowed = n - min_kept
+    if allowed < 0:
+        allowed = 0
+    if n_lo + n_hi <= allowed:
+        return n_lo, n_hi, False
+    a = 0
+    b = 0
+    while a + b < allowed:
+        take_lo = False
+        if a < n_lo and b < n_hi:
+            d_lo = (centre - v[lo + a]) / scale_lo if scale_lo > 0 else np.inf
+            d_hi = (v[hi - 1 - b] - centre) / scale_hi if scale_hi > 0 else np.inf
+            take_lo = d_lo >= d_hi
+        elif a < n_lo:
+            take_lo = True
+        if take_lo:
+            a += 1
+        else:
+            b += 1
+    return a, b, True
+
+
+@njit(cache=True, fastmath=False)
+def _reject_sigma(v, lo, hi, sl, sh, maxiters, stdfunc):  # pragma: no cover - compiled
+    """astropy-compatible iterative sigma clipping on the sorted ``v[lo:hi]``.
+
+    Centre = median, scale = population std (``stdfunc`` 0) or MAD std (1); keeps
+    ``median - sl*std <= v <= median + sh*std``; repeats until nothing changes or
+    ``maxiters`` passes.  Returns the kept range.
+    """
+    for _ in range(maxiters):
+        n = hi - lo
+        if n < 2:
+            break
+        med = sorted_median(v, lo, hi)
+        if stdfunc == 1:
+            std = 1.482602218505602 * sorted_mad(v, lo, hi, med)
+        else:
+            _, std = _mean_std(v, lo, hi, 0)
+        nl = _count_below(v, lo, hi, med - sl * std)
+        nh = _count_above(v, lo + nl, hi, med + sh * std)
+        if nl == 0 and nh == 0:
+            break
+        lo += nl
+        hi -= nh
+    return lo, hi
+
+
+@njit(cache=True, fastmath=False)
+def _winsorize(x, loc, t0, t1, c0, c1):  # pragma: no cover - compiled
+    """Huber's winsorization of one value; beyond the cutoff ``[c0, c1]`` -> ``loc``."""
+    if x < t0:
+        return t0 if x > c0 else loc
+    if x > t1:
+        return t1 if x < c1 else loc
+    return x
+
+
+@njit(cache=True, fastmath=False)
+def _huber_winsorized(v, lo, hi, cutoff):  # pragma: no cover - compiled
+    """Huber location and scale of the sorted ``v[lo:hi]`` by iterated winsorization.
+
+    Starts from the median and the MAD sigma; each step winsorizes the *original* values
+    at ``location +- 1.5 sigma`` and sets ``location`` = mean and ``sigma = 1.134 *``
+    sample std of the winsorized values (1.134 makes it consistent for a Gaussian),
+    until sigma changes by < 0.05 %: the fixed point of Huber's proposal 2.  With
+    ``cutoff > 0``, values beyond ``cutoff`` sigma are replaced by the location instead
+    of the bound, so gross outliers do not pull the estimate.  Returns
+    ``(location, sigma)``.
+    """
+    n = hi - lo
+    loc = sorted_median(v, lo, hi)
+    sigma = 1.482602218505602 * sorted_mad(v, lo, hi, loc)
+    if sigma <= 0.0:
+        # more than half the values are equal: fall back to the sample std
+        _, sigma = _mean_std(v, lo, hi, 1)
+    for it in range(_WINSOR_MAX_INNER):
+        if sigma <= 0.0:
+            break
+        t0 = loc - _WINSOR_CLIP * sigma
+        t1 = loc + _WINSOR_CLIP * sigma
+        c0 = loc - cutoff * sigma if cutoff > 0.0 else -np.inf
+        c1 = loc + cutoff * sigma if cutoff > 0.0 else np.inf
+        s = 0.0
+        for k in range(lo, hi):
+            s += _winsorize(np.float64(v[k]), loc, t0, t1, c0, c1)
+        mean = s / n
+        ss = 0.0
+        for k in range(lo, hi):
+            d = _winsorize(np.float64(v[k]), loc, t0, t1, c0, c1) - mean
+            ss += d * d
+        s0 = sigma
+        loc = mean
+        sigma = _WINSOR_CORR * np.sqrt(ss / (n - 1))
+        if it > 0 and abs(s0 - sigma) < s0 * _WINSOR_TOL:
+            break
+    return loc, sigma
+
+
+@njit(cache=True, fastmath=False)
+def _reject_winsorized(v, lo, hi, sl, sh, cutoff, maxiters, min_kept):  # pragma: no cover
+    """Winsorized sigma clipping on the sorted ``v[lo:hi]``; returns the kept range.
+
+    Each pass: Huber location ``m`` and scale ``sigma`` by winsorization (with the ``cutoff``
+    of gross outliers on the first pass), reject ``v < m - sl*sigma`` and ``v > m + sh*sigma``;
+    stop when nothing changes, after ``maxiters`` passes, or when ``min_kept`` values
+    would not remain (then only the most deviant are rejected).
+    """
+    for it in range(maxiters):
+        n = hi - lo
+        if n <= min_kept or n < 3:
+            break
+        first = cutoff if it == 0 else 0.0
+        loc, sigma = _huber_winsorized(v, lo, hi, first)
+        if not sigma > 0.0 and first > 0.0:
+            # the cutoff can collapse sigma when most values sit in a tight core (small
+            # N): the replaced values pull sigma down until everything is "beyond" it
+            loc, sigma = _huber_winsorized(v, lo, hi, 0.0)
+        if not sigma > 0.0:
+            break
+        nl = _count_below(v, lo, hi, loc - sl * sigma)
+        nh = _count_above(v, lo + nl, hi, loc + sh * sigma)
+        if nl == 0 and nh == 0:
+            break
+        nl, nh, trimmed = _limit_ends(v, lo, hi, nl, nh, loc, sl * sigma, sh * sigma, min_kept)
+        lo += nl
+        hi -= nh
+        if trimmed:
+            break
+    return lo, hi
+
+
+@njit(cache=True, fastmath=False)
+def _reject_linear_fit(v, w, flag, lo, hi, sl, sh, maxiters, min_kept):  # pragma: no cover
+    """Linear fit clipping (PixInsight / Siril) on the sorted ``v[lo:hi]``.
+
+    Fits ``v[k] ~ a + b k`` (k = rank among kept values) by least squares, takes
+    sigma = mean absolute residual, rejects ``(fit - v)/sigma > sl`` (low) and
+    ``(v - fit)/sigma > sh`` (high), compacts the kept values (still sorted) and repeats.
+    Returns ``(new_hi, n_low, n_high)``: kept values are ``v[lo:new_hi]`` afterwards.
+    """
+    n_low = 0
+    n_high = 0
+    for _ in range(maxiters):
+        n = hi - lo
+        if n <= min_kept:
+            break
+        # least squares on x = 0..n-1
+        xm = 0.5 * (n - 1)
+        ym = 0.0
+        for k in range(lo, hi):
+            ym += v[k]
+        ym /= n
+        sxy = 0.0
+        for k in range(lo, hi):
+            sxy += (k - lo - xm) * (v[k] - ym)
+        sxx = n * (n * n - 1.0) / 12.0
+        b = sxy / sxx
+        a = ym - b * xm
+        sigma = 0.0
+        for k in range(lo, hi):
+            sigma += abs(v[k] - (a + b * (k - lo)))
+        sigma /= n
+        if sigma <= 0.0:
+            break
+        nrej = 0
+        for k in range(lo, hi):
+            r = (v[k] - (a + b * (k - lo))) / sigma
+            if -r > sl:
+                flag[k] = -1
+                nrej += 1
+            elif r > sh:
+                flag[k] = 1
+                nrej += 1
+            else:
+                flag[k] = 0
+        if nrej == 0:
+            break
+        trimmed = False
+        if n - nrej < min_kept:
+            # keep only the most deviant (in threshold units) n - min_kept rejections
+            allowed = n - min_kept
+            if allowed < 0:
+                allowed = 0
+            for _t in range(nrej - allowed):
+                best = -1
+                best_s = np.inf
+                for k in range(lo, hi):
+                    if flag[k] != 0:
+                        r = (v[k] - (a + b * (k - lo))) / sigma
+                        s = -r / sl if flag[k] < 0 else r / sh
+                        if s < best_s:
+                            best_s = s
+                            best = k
+                flag[best] = 0
+            trimmed = True
+        out = lo
+        for k in range(lo, hi):
+            if flag[k] == 0:
+                v[out] = v[k]
+                w[out] = w[k]
+                out += 1
+            elif flag[k] < 0:
+                n_low += 1
+            else:
+                n_high += 1
+        hi = out
+        if trimmed:
+            break
+    return hi, n_low, n_high
+
+
+@njit(cache=True, fastmath=False)
+def _reject_esd(v, lo, hi, lam, side):  # pragma: no cover - compiled
+    """Generalized extreme Studentized deviate test on the sorted ``v[lo:hi]``.
+
+    For i = 1..r(n): R_i = max |x - mean| / s (sample std, ddof=1) over the remaining
+    values (the extreme is always the lowest or the highest), then the extreme is set
+    aside.  The number of outliers is the largest i with ``R_i > lambda[n, i]``.
+    Returns the kept range.
+    """
+    n = hi - lo
+    if n >= lam.shape[0]:
+        return lo, hi
+    r = lam.shape[1] - 1
+    a = lo
+    b = hi
+    n_out = 0
+    # centre on the median so that the running sums stay accurate
+    ref = sorted_median(v, lo, hi)
+    s1 = 0.0
+    s2 = 0.0
+    for k in range(lo, hi):
+        d = v[k] - ref
+        s1 += d
+        s2 += d * d
+    for i in range(1, r + 1):
+        lim = lam[n, i]
+        if not np.isfinite(lim):
+            break
+        m = b - a
+        mean = s1 / m
+        var = (s2 - s1 * mean) / (m - 1)
+        if var <= 0.0:
+            break
+        s = np.sqrt(var)
+        d_lo = mean - (v[a] - ref)
+        d_hi = (v[b - 1] - ref) - mean
+        if d_hi >= d_lo:
+            x = v[b - 1] - ref
+            big = d_hi
+            side[i] = 1
+            b -= 1
+        else:
+            x = v[a] - ref
+            big = d_lo
+            side[i] = -1
+            a += 1
+        s1 -= x
+        s2 -= x * x
+        if big / s > lim:
+            n_out = i
+    new_lo = lo
+    new_hi = hi
+    for i in range(1, n_out + 1):
+        if side[i] > 0:
+            new_hi -= 1
+        else:
+            new_lo += 1
+    return new_lo, new_hi
+
+
+@njit(cache=True, fastmath=False)
+def _reject_percentile(v, lo, hi, pl, ph):  # pragma: no cover - compiled
+    """One pass: reject ``(med - v)/|med| > pl`` and ``(v - med)/|med| > ph``."""
+    med = sorted_median(v, lo, hi)
+    if med == 0.0 or not np.isfinite(med):
+        return lo, hi
+    am = abs(med)
+    nl = _count_below(v, lo, hi, med - pl * am)
+    nh = _count_above(v, lo + nl, hi, med + ph * am)
+    return lo + nl, hi - nh
+
+
+@njit(cache=True, fastmath=False)
+def _weighted_mean(v, w, lo, hi):  # pragma: no cover - compiled
+    s = 0.0
+    sw = 0.0
+    for k in range(lo, hi):
+        s += np.float64(w[k]) * np.float64(v[k])
+        sw += w[k]
+    return s / sw, sw
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def combine_pixels(
+    stack,
+    wframe,
+    wpix,
+    use_pix,
+    method,
+    fpar,
+    ipar,
+    esd_lam,
+    out_start,
+    out_img,
+    out_lo,
+    out_hi,
+    out_cnt,
+    out_w,
+):  # pragma: no cover - compiled
+    """Reject and combine every pixel of ``stack[N, G, Q]`` into the flat outputs.
+
+    ``wframe`` float64[N] per-frame weights, used unless ``use_pix``; then ``wpix``
+    float32[N, G, Q] per-pixel weights.  Pixel ``(g, q)`` is written at
+    ``out_start[g] + q``.
+    """
+    n_frames = stack.shape[0]
+    n_planes = stack.shape[1]
+    n_q = stack.shape[2]
+    n_pix = n_planes * n_q
+    n_chunks = (n_pix + _PIXELS_PER_CHUNK - 1) // _PIXELS_PER_CHUNK
+    sl = fpar[FP_SIGMA_LOW]
+    sh = fpar[FP_SIGMA_HIGH]
+    pl = fpar[FP_PERC_LOW]
+    ph = fpar[FP_PERC_HIGH]
+    cutoff = fpar[FP_CUTOFF]
+    maxiters = ipar[IP_MAXITERS]
+    n_low_mm = ipar[IP_N_LOW]
+    n_high_mm = ipar[IP_N_HIGH]
+    stdfunc = ipar[IP_STDFUNC]
+    min_kept = ipar[IP_MIN_KEPT]
+    for c in prange(n_chunks):
+        v = np.empty(n_frames, dtype=np.float32)
+        w = np.empty(n_frames, dtype=np.float64)
+        flag = np.zeros(n_frames, dtype=np.int8)
+        side = np.zeros(n_frames + 1, dtype=np.int8)
+        qstack = np.empty(128, dtype=np.int64)
+        p0 = c * _PIXELS_PER_CHUNK
+        p1 = min(p0 + _PIXELS_PER_CHUNK, n_pix)
+        for p in range(p0, p1):
+            g = p // n_q
+            q = p - g * n_q
+            o = out_start[g] + q
+            n = 0
+            for i in range(n_frames):
+                x = stack[i, g, q]
+                wt = wpix[i, g, q] if use_pix else wframe[i]
+                if np.isfinite(x) and np.isfinite(wt) and wt > 0:
+                    v[n] = x
+                    w[n] = wt
+                    n += 1
+            if n == 0:
+                out_img[o] = np.nan
+                out_lo[o] = 0
+                out_hi[o] = 0
+                out_cnt[o] = 0
+                out_w[o] = 0.0
+                continue
+            lo = 0
+            hi = n
+            n_rl = 0
+            n_rh = 0
+            if method == 0:  # mean
+                val, sw = _weighted_mean(v, w, 0, n)
+            elif method == 1:  # median (unweighted), no rejection
+                sw = 0.0
+                for k in range(n):
+                    sw += w[k]
+                # values only: selection, no full sort
+                val = median_inplace(v, n)
+            else:
+                sort_pairs(v, w, n, qstack)
+                if method == 2:
+                    lo, hi = _reject_sigma(v, 0, n, sl, sh, maxiters, stdfunc)
+                elif method == 3:
+                    lo, hi = _reject_winsorized(v, 0, n, sl, sh, cutoff, maxiters, min_kept)
+                elif method == 4:
+                    hi, n_rl, n_rh = _reject_linear_fit(
+                        v, w, flag, 0, n, sl, sh, maxiters, min_kept
+                    )
+                elif method == 5:
+                    lo, hi = _reject_esd(v, 0, n, esd_lam, side)
+                elif method == 6:
+                    lo, hi = _reject_percentile(v, 0, n, pl, ph)
+                elif method == 7:
+                    if n > n_low_mm + n_high_mm:
+                        lo = n_low_mm
+                        hi = n - n_high_mm
+                if hi <= lo:
+                    # everything rejected (possible for percentile with even n, or tiny
+                    # sigmas): keep the middle value(s), i.e. return the median
+                    lo = (n - 1) >> 1
+                    hi = (n >> 1) + 1
+                if method != 4:
+                    n_rl = lo
+                    n_rh = n - hi
+                val, sw = _weighted_mean(v, w, lo, hi)
+            out_img[o] = val
+            out_lo[o] = n_rl
+            out_hi[o] = n_rh
+            out_cnt[o] = hi - lo
+            out_w[o] = sw

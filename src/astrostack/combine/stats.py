@@ -1,0 +1,306 @@
+"""Compiled order statistics: paired sorting, selection, medians and robust scale.
+
+The per-pixel rejection kernels (:mod:`astrostack.combine.rejection`) call the
+``njit`` primitives here on small thread-local buffers; other stages use
+:func:`robust_location_scale` to get a fast median and MAD-based sigma of a
+whole frame (background level and noise for normalisation, thresholds, previews).
+
+Where speed does not matter, use astropy directly
+(:func:`astropy.stats.biweight_location`, :func:`astropy.stats.biweight_midvariance`,
+:func:`astropy.stats.sigma_clipped_stats`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "MAD_TO_SIGMA",
+    "mad_std",
+    "nan_median",
+    "robust_location_scale",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Factor turning a median absolute deviation into a Gaussian sigma (1 / Phi^-1(3/4)).
+MAD_TO_SIGMA = 1.482602218505602
+
+# Partitions at or below this size are finished by insertion sort (a fixed
+# property of the algorithm, not a tunable).
+_INSERTION_CUTOFF = 24
+
+
+@njit(cache=True, fastmath=False)
+def insertion_sort_pairs(v, w, lo, hi):  # pragma: no cover - compiled
+    """Sort ``v[lo:hi]`` ascending in place, applying the same moves to ``w``."""
+    for i in range(lo + 1, hi):
+        x = v[i]
+        y = w[i]
+        j = i - 1
+        while j >= lo and v[j] > x:
+            v[j + 1] = v[j]
+            w[j + 1] = w[j]
+            j -= 1
+        v[j + 1] = x
+        w[j + 1] = y
+
+
+@njit(cache=True, fastmath=False)
+def sort_pairs(v, w, n, stack):  # pragma: no cover - compiled
+    """Sort ``v[:n]`` ascending in place and permute ``w[:n]`` alongside.
+
+    Iterative quicksort with median-of-three pivot and Hoare partitioning (balanced
+    on runs of equal values, e.g. saturated pixels), finishing small partitions by
+    insertion sort.  ``stack`` is an int64 scratch array of length >= 64.
+    """
+    if n <= _INSERTION_CUTOFF:
+        insertion_sort_pairs(v, w, 0, n)
+        return
+    top = 0
+    stack[0] = 0
+    stack[1] = n - 1
+    top = 2
+    while top > 0:
+        top -= 2
+        lo = stack[top]
+        hi = stack[top + 1]
+        while hi - lo + 1 > _INSERTION_CUTOFF:
+            mid = (lo + hi) >> 1
+            # median of three to v[mid]
+            if v[mid] < v[lo]:
+                v[mid], v[lo] = v[lo], v[mid]
+                w[mid], w[lo] = w[lo], w[mid]
+            if v[hi] < v[lo]:
+                v[hi], v[lo] = v[lo], v[hi]
+                w[hi], w[lo] = w[lo], w[hi]
+            if v[hi] < v[mid]:
+                v[hi], v[mid] = v[mid], v[hi]
+                w[hi], w[mid] = w[mid], w[hi]
+            pivot = v[mid]
+            i = lo - 1
+            j = hi + 1
+            while True:
+                i += 1
+                while v[i] < pivot:
+                    i += 1
+                j -= 1
+                while v[j] > pivot:
+                    j -= 1
+                if i >= j:
+                    break
+                v[i], v[j] = v[j], v[i]
+                w[i], w[j] = w[j], w[i]
+            # partitions [lo, j] and [j+1, hi]; recurse into the smaller one first
+            if j - lo < hi - j - 1:
+                stack[top] = j + 1
+                stack[top + 1] = hi
+                top += 2
+                hi = j
+            else:
+                stack[top] = lo
+                stack[top + 1] = j
+                top += 2
+                lo = j + 1
+        insertion_sort_pairs(v, w, lo, hi + 1)
+
+
+@njit(cache=True, fastmath=False)
+def select_kth(a, lo, hi, k):  # pragma: no cover - compiled
+    """Partially order ``a[lo:hi]`` in place so that ``a[k]`` is its k-th value.
+
+    Wirth's selection (Hoare partitioning): afterwards ``a[lo:k] <= a[k] <=
+    a[k+1:hi]``.  Expected O(n), robust to repeated values.
+    """
+    left = lo
+    right = hi - 1
+    while left < right:
+        x = a[k]
+        i = left
+        j = right
+        while True:
+            while a[i] < x:
+                i += 1
+            while x < a[j]:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+            if i > j:
+                break
+        if j < k:
+            left = i
+        if k < i:
+            right = j
+    return a[k]
+
+
+@njit(cache=True, fastmath=False)
+def median_inplace(a, n):  # pragma: no cover - compiled
+    """Median of ``a[:n]`` (mean of the two middle values for even n); reorders ``a``.
+
+    Insertion sort for small n, selection (no full sort) for large n.
+    """
+    if n == 0:
+        return np.nan
+    if n <= _INSERTION_CUTOFF:
+        for i in range(1, n):
+            x = a[i]
+            j = i - 1
+            while j >= 0 and a[j] > x:
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = x
+        if n & 1:
+            return np.float64(a[n >> 1])
+        return 0.5 * (np.float64(a[(n >> 1) - 1]) + np.float64(a[n >> 1]))
+    k = n >> 1
+    upper = np.float64(select_kth(a, 0, n, k))
+    if n & 1:
+        return upper
+    # after selection every a[:k] <= a[k]: the lower middle is their maximum
+    lower = a[0]
+    for i in range(1, k):
+        if a[i] > lower:
+            lower = a[i]
+    return 0.5 * (np.float64(lower) + upper)
+
+
+@njit(cache=True, fastmath=False)
+def sorted_median(v, lo, hi):  # pragma: no cover - compiled
+    """Median of the already sorted ``v[lo:hi]`` (float64)."""
+    n = hi - lo
+    if n <= 0:
+        return np.nan
+    m = lo + (n >> 1)
+    if n & 1:
+        return np.float64(v[m])
+    return 0.5 * (np.float64(v[m - 1]) + np.float64(v[m]))
+
+
+@njit(cache=True, fastmath=False)
+def sorted_mad(v, lo, hi, med):  # pragma: no cover - compiled
+    """Median absolute deviation from ``med`` of the sorted ``v[lo:hi]``, in O(n).
+
+    The deviations below and above ``med`` form two ascending runs (walking down
+    from the split and up from it); merging them finds the middle ones.
+    """
+    n = hi - lo
+    if n <= 0:
+        return np.nan
+    # first index with v >= med
+    split = lo
+    while split < hi and v[split] < med:
+        split += 1
+    i = split - 1  # walks down: deviations med - v[i] ascending
+    j = split  # walks up: deviations v[j] - med ascending
+    k_hi = n >> 1
+    k_lo = k_hi - 1 if (n & 1) == 0 else k_hi
+    d_lo = 0.0
+    d = 0.0
+    for k in range(k_hi + 1):
+        if i < lo:
+            d = np.float64(v[j]) - med
+            j += 1
+        elif j >= hi:
+            d = med - np.float64(v[i])
+            i -= 1
+        else:
+            da = med - np.float64(v[i])
+            db = np.float64(v[j]) - med
+            if da <= db:
+                d = da
+                i -= 1
+            else:
+                d = db
+                j += 1
+        if k == k_lo:
+            d_lo = d
+    return 0.5 * (d_lo + d)
+
+
+@njit(cache=True, fastmath=False)
+def _finite_median_mad(flat, idx):  # pragma: no cover - compiled
+    """Median and MAD of the finite ``flat[idx]`` values (all of ``flat`` if idx is empty)."""
+    m = idx.size if idx.size > 0 else flat.size
+    buf = np.empty(m, dtype=np.float64)
+    n = 0
+    for t in range(m):
+        x = flat[idx[t]] if idx.size > 0 else flat[t]
+        if np.isfinite(x):
+            buf[n] = x
+            n += 1
+    if n == 0:
+        return np.nan, np.nan, 0
+    med = median_inplace(buf, n)
+    for t in range(n):
+        buf[t] = abs(buf[t] - med)
+    mad = median_inplace(buf, n)
+    return med, mad, n
+
+
+def robust_location_scale(
+    data: np.ndarray, sample: int | None = 200_000, seed: int = 0
+) -> tuple[float, float]:
+    """Median and MAD-based Gaussian sigma of an array, ignoring NaN and inf.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Any shape (a frame ``[y, x]``, ``[c, y, x]`` or a stack); any real dtype.
+    sample : int or None, optional
+        When ``data`` has more than ``sample`` elements, the statistics are computed on
+        ``sample`` pixels drawn uniformly at random (reproducibly, from ``seed``);
+        the statistical error of the median is then about ``1.25 sigma / sqrt(sample)``.
+        ``None`` uses every pixel.
+    seed : int, optional
+        Seed of the subsample.
+
+    Returns
+    -------
+    median : float
+        Median of the finite values (NaN when there are none).
+    sigma : float
+        ``1.4826 * median(|x - median|)``, the Gaussian-consistent MAD sigma.
+
+    Notes
+    -----
+    Selection (not sorting) in compiled code: a 4k x 6k frame takes a few
+    milliseconds with the default sample.
+    """
+    arr = np.asarray(data)
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        msg = f"robust_location_scale: expected a real numeric array, got dtype {arr.dtype}"
+        raise ValueError(msg)
+    if sample is not None and sample < 1:
+        msg = f"robust_location_scale: sample must be >= 1 or None, got {sample}"
+        raise ValueError(msg)
+    flat = arr.reshape(-1)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
+    if sample is not None and flat.size > sample:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, flat.size, size=sample, dtype=np.int64)
+    else:
+        idx = np.empty(0, dtype=np.int64)
+    med, mad, n = _finite_median_mad(flat, idx)
+    if n == 0:
+        logger.debug("robust_location_scale: no finite values in %d elements", flat.size)
+        return float("nan"), float("nan")
+    return float(med), float(MAD_TO_SIGMA * mad)
+
+
+def nan_median(data: np.ndarray) -> float:
+    """Exact median of the finite values of ``data`` (NaN if none), by compiled selection."""
+    med, _ = robust_location_scale(data, sample=None)
+    return med
+
+
+def mad_std(data: np.ndarray, sample: int | None = None) -> float:
+    """Gaussian-consistent MAD sigma of the finite values of ``data`` (exact by default)."""
+    _, sigma = robust_location_scale(data, sample=sample)
+    return sigma

@@ -1,0 +1,320 @@
+"""Readers: FITS of every BITPIX, tile-compressed FITS, TIFF, DNG via rawpy, and bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from astropy.io import fits
+
+from astrostack.io import FrameReadError, read_frame, read_meta
+from astrostack.io.readers import detect_format
+
+H, W = 48, 64
+
+
+def _physical(rng, lo, hi, dtype):
+    return rng.integers(lo, hi, size=(H, W)).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# FITS
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lo", "hi", "bitpix", "bzero"),
+    [
+        (np.uint8, 0, 256, 8, None),
+        (np.int16, -32768, 32767, 16, None),
+        (np.uint16, 0, 65536, 16, 32768),
+        (np.int32, -(2**31), 2**31 - 1, 32, None),
+        (np.uint32, 0, 2**32 - 1, 32, 2**31),
+    ],
+)
+def test_fits_integer_bitpix_roundtrip(tmp_path, rng, dtype, lo, hi, bitpix, bzero):
+    data = _physical(rng, lo, hi, dtype)
+    path = tmp_path / f"int{bitpix}.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    header = fits.getheader(path)
+    assert header["BITPIX"] == bitpix
+    assert header.get("BZERO") == bzero
+    frame = read_frame(path)
+    assert frame.data.dtype == np.float32
+    # float32 holds integers exactly up to 2**24; compare against float32 of the truth.
+    np.testing.assert_array_equal(frame.data, data.astype(np.float32))
+    assert frame.meta.shape == (H, W)
+
+
+def test_fits_scaled_int16_bscale_bzero(tmp_path, rng):
+    physical = rng.uniform(100.0, 60000.0, size=(H, W))
+    hdu = fits.PrimaryHDU(physical.copy())  # scale() rewrites the array in place
+    hdu.scale("int16", bscale=2.0, bzero=32768.0)
+    path = tmp_path / "scaled.fits"
+    hdu.writeto(path)
+    raw = fits.getdata(path, do_not_scale_image_data=True)
+    assert raw.dtype.kind == "i"
+    frame = read_frame(path)
+    expected = raw.astype(np.float64) * 2.0 + 32768.0
+    np.testing.assert_allclose(frame.data, expected, rtol=0, atol=0.0)
+    assert np.max(np.abs(frame.data - physical)) <= 1.0 + 1e-6  # quantisation of BSCALE=2
+
+
+@pytest.mark.parametrize(("dtype", "bitpix"), [(np.float32, -32), (np.float64, -64)])
+def test_fits_float_roundtrip(tmp_path, rng, dtype, bitpix):
+    data = rng.normal(1000.0, 50.0, size=(H, W)).astype(dtype)
+    data[3, 4] = np.nan
+    path = tmp_path / f"f{-bitpix}.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    assert fits.getheader(path)["BITPIX"] == bitpix
+    frame = read_frame(path)
+    np.testing.assert_array_equal(frame.data, data.astype(np.float32))
+
+
+def test_fits_rgb_cube(tmp_path, rng):
+    data = rng.integers(0, 65535, size=(3, H, W)).astype(np.uint16)
+    path = tmp_path / "rgb.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    frame = read_frame(path)
+    assert frame.data.shape == (3, H, W)
+    np.testing.assert_array_equal(frame.data, data.astype(np.float32))
+    assert frame.meta.is_color and frame.meta.bayer is None
+
+
+def test_fits_image_in_extension(tmp_path, rng):
+    data = _physical(rng, 0, 4000, np.int16)
+    header = fits.Header({"IMAGETYP": "Flat Field", "EXPTIME": 2.5})
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, header=header)])
+    path = tmp_path / "ext.fits"
+    hdul.writeto(path)
+    frame = read_frame(path)
+    np.testing.assert_array_equal(frame.data, data.astype(np.float32))
+    assert frame.meta.kind == "flat" and frame.meta.exposure == 2.5
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint16])
+def test_fz_tile_compressed_roundtrip(tmp_path, rng, dtype):
+    data = _physical(rng, 0, 30000, dtype)
+    header = fits.Header({"IMAGETYP": "Light Frame", "EXPTIME": 30.0, "BAYERPAT": "BGGR"})
+    path = tmp_path / "img.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, header=header)]).writeto(path)
+    meta = read_meta(path)
+    assert meta.shape == (H, W)
+    assert meta.kind == "light" and meta.exposure == 30.0 and meta.bayer == "BGGR"
+    frame = read_frame(path)
+    np.testing.assert_array_equal(frame.data, data.astype(np.float32))  # lossless (RICE)
+
+
+def test_gzipped_fits(tmp_path, rng):
+    import gzip
+
+    data = _physical(rng, 0, 60000, np.uint16)
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(data, header=fits.Header({"IMAGETYP": "Bias Frame"})).writeto(plain)
+    path = tmp_path / "b.fits.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    assert detect_format(path) == "fits"
+    assert read_meta(path).kind == "bias"
+    np.testing.assert_array_equal(read_frame(path).data, data.astype(np.float32))
+
+
+def test_fz_float_quantised_within_tolerance(tmp_path, rng):
+    data = rng.normal(1000.0, 30.0, size=(H, W)).astype(np.float32)
+    path = tmp_path / "f.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, quantize_level=16)]).writeto(path)
+    frame = read_frame(path)
+    # Lossy float quantisation: step = sigma/16, so errors stay well under 30/16/2 + eps.
+    assert np.max(np.abs(frame.data - data)) < 1.5
+
+
+# ---------------------------------------------------------------------------------------
+# TIFF
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "hi"),
+    [(np.uint8, 255), (np.uint16, 65535), (np.uint32, 2**24), (np.int16, 32767)],
+)
+def test_tiff_integer_roundtrip(tmp_path, rng, dtype, hi):
+    data = rng.integers(0, hi, size=(H, W)).astype(dtype)
+    path = tmp_path / "m.tif"
+    tifffile.imwrite(path, data)
+    frame = read_frame(path)
+    np.testing.assert_array_equal(frame.data, data.astype(np.float32))
+    assert read_meta(path).shape == (H, W)
+
+
+def test_tiff_float_roundtrip(tmp_path, rng):
+    data = rng.normal(0.2, 0.05, size=(H, W)).astype(np.float32)
+    path = tmp_path / "f.tiff"
+    tifffile.imwrite(path, data)
+    np.testing.assert_array_equal(read_frame(path).data, data)
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_tiff_rgb_to_cyx(tmp_path, rng, planar):
+    rgb = rng.integers(0, 65535, size=(H, W, 3)).astype(np.uint16)
+    path = tmp_path / "rgb.tif"
+    if planar:
+        tifffile.imwrite(path, np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    else:
+        tifffile.imwrite(path, rgb, photometric="rgb")
+    frame = read_frame(path)
+    assert frame.data.shape == (3, H, W)
+    np.testing.assert_array_equal(frame.data, np.moveaxis(rgb, -1, 0).astype(np.float32))
+    assert read_meta(path).shape == (3, H, W)
+
+
+# ---------------------------------------------------------------------------------------
+# RAW (a real DNG written with pidng, read back through rawpy/LibRaw)
+# ---------------------------------------------------------------------------------------
+
+
+def _write_dng(path, mosaic, pattern, black, white, neutral=(0.5, 1.0, 0.8), exposure=(1, 30)):
+    from pidng.core import RAW2DNG
+    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
+    from pidng.dng import DNGTags, Tag
+
+    height, width = mosaic.shape
+    tags = DNGTags()
+    tags.set(Tag.ImageWidth, width)
+    tags.set(Tag.ImageLength, height)
+    tags.set(Tag.TileWidth, width)
+    tags.set(Tag.TileLength, height)
+    tags.set(Tag.Orientation, 1)
+    tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
+    tags.set(Tag.SamplesPerPixel, 1)
+    tags.set(Tag.BitsPerSample, 16)
+    tags.set(Tag.CFARepeatPatternDim, [2, 2])
+    tags.set(Tag.CFAPattern, getattr(CFAPattern, pattern))
+    tags.set(Tag.BlackLevel, black)
+    tags.set(Tag.WhiteLevel, white)
+    identity = [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]
+    tags.set(Tag.ColorMatrix1, identity)
+    tags.set(Tag.CalibrationIlluminant1, CalibrationIlluminant.D65)
+    tags.set(Tag.AsShotNeutral, [[int(n * 1000), 1000] for n in neutral])
+    tags.set(Tag.ExposureTime, [list(exposure)])
+    tags.set(Tag.Make, "Synthetic")
+    tags.set(Tag.Model, "Mosaic")
+    tags.set(Tag.DNGVersion, DNGVersion.V1_4)
+    tags.set(Tag.DNGBackwardVersion, DNGVersion.V1_2)
+    writer = RAW2DNG()
+    writer.options(tags, path="", compress=False)
+    writer.convert(mosaic, filename=str(path.with_suffix("")))
+    return path
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_dng_mosaic_and_pattern_exact(tmp_path, rng, pattern):
+    pytest.importorskip("pidng")
+    mosaic = rng.integers(256, 16000, size=(40, 60)).astype(np.uint16)
+    path = _write_dng(tmp_path / f"light_{pattern}.dng", mosaic, pattern, black=256, white=16383)
+    frame = read_frame(path)
+    assert frame.data.dtype == np.float32
+    np.testing.assert_array_equal(frame.data, mosaic.astype(np.float32))  # no demosaic, exact
+    meta = frame.meta
+    assert meta.bayer == pattern
+    assert meta.black_level == 256.0
+    assert meta.header["BLACK_LEVEL_PER_CHANNEL"] == [256.0] * 4
+    assert meta.white_level == 16383.0
+    # camera white balance = 1 / AsShotNeutral (R, G, B, G2)
+    assert meta.wb_multipliers[:3] == pytest.approx((2.0, 1.0, 1.25), rel=1e-3)
+    assert meta.exposure == pytest.approx(1 / 30, rel=1e-5)
+    assert meta.kind == "light"  # from the file name
+    assert read_meta(path).shape == (40, 60)
+
+
+def test_raw_extension_wins_over_tiff_magic(tmp_path, rng):
+    pytest.importorskip("pidng")
+    mosaic = rng.integers(0, 4000, size=(8, 8)).astype(np.uint16)
+    path = _write_dng(tmp_path / "a.dng", mosaic, "RGGB", black=0, white=4095)
+    assert path.read_bytes()[:4] in (b"II*\x00", b"MM\x00*")
+    assert detect_format(path) == "raw"
+
+
+def test_garbage_raw_reports_file(tmp_path):
+    path = tmp_path / "broken.cr2"
+    path.write_bytes(b"II*\x00" + bytes(200))
+    with pytest.raises(FrameReadError, match=r"broken\.cr2") as info:
+        read_frame(path)
+    assert "RAW" in info.value.reason
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: each error names the file and has a specific reason
+# ---------------------------------------------------------------------------------------
+
+
+def test_truncated_fits(tmp_path, rng):
+    path = tmp_path / "trunc.fits"
+    fits.PrimaryHDU(_physical(rng, 0, 60000, np.uint16)).writeto(path)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: 2880 + 1000])
+    for reader in (read_meta, read_frame):
+        with pytest.raises(FrameReadError, match="truncated FITS") as info:
+            reader(path)
+        assert info.value.path == path
+        assert "re-copy" in info.value.reason
+
+
+def test_truncated_fits_header(tmp_path, rng):
+    path = tmp_path / "hdr.fits"
+    fits.PrimaryHDU(_physical(rng, 0, 60000, np.uint16)).writeto(path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(FrameReadError, match=r"hdr\.fits"):
+        read_meta(path)
+
+
+def test_text_named_fits(tmp_path):
+    path = tmp_path / "notes.fits"
+    path.write_text("observing log: clouds after midnight\n")
+    with pytest.raises(FrameReadError, match="text") as info:
+        read_meta(path)
+    assert "observing log" in info.value.reason
+
+
+def test_zero_size(tmp_path):
+    path = tmp_path / "empty.fit"
+    path.write_bytes(b"")
+    with pytest.raises(FrameReadError, match="empty file"):
+        read_frame(path)
+
+
+def test_jpeg_and_png_rejected(tmp_path):
+    from PIL import Image
+
+    img = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    jpg, png = tmp_path / "shot.jpg", tmp_path / "shot.fits"
+    img.save(jpg, format="JPEG")
+    img.save(png, format="PNG")  # a PNG misnamed .fits
+    with pytest.raises(FrameReadError, match="8-bit JPEG"):
+        read_frame(jpg)
+    with pytest.raises(FrameReadError, match="8-bit PNG"):
+        read_meta(png)
+
+
+def test_unknown_format_and_missing(tmp_path):
+    path = tmp_path / "data.xyz"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(FrameReadError, match="unknown format"):
+        read_meta(path)
+    with pytest.raises(FrameReadError, match="not found"):
+        read_meta(tmp_path / "nope.fits")
+
+
+def test_fits_without_image(tmp_path):
+    path = tmp_path / "table.fits"
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=np.ones(3))])
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    with pytest.raises(FrameReadError, match="no image data"):
+        read_meta(path)
+
+
+def test_input_file_not_modified(tmp_path, rng):
+    path = tmp_path / "in.fits"
+    fits.PrimaryHDU(_physical(rng, 0, 60000, np.uint16)).writeto(path)
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    read_frame(path)
+    read_meta(path)
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before

@@ -1,0 +1,464 @@
+"""The end-to-end run: discover, masters, calibrate, measure, select, register, warp, stack.
+
+:func:`run` is the library entry point (``astrostack.run``).  Every stage is
+timed and its peak memory sampled (:class:`~astrostack.pipeline.progress.StageRecord`),
+per-frame work is cached (:mod:`astrostack.pipeline.cache`), one bad frame is
+skipped with its reason and never stops the run, and a run killed at any point
+resumes from what was completely written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import OUTPUT_MARKER, FrameReadError, discover
+from ..io.atomic import atomic_path
+from .cache import StageCache
+from .config import PipelineConfig, resolve_config
+from .outputs import group_name, write_group_outputs
+from .progress import ProgressCallback, StageRecord, StageTimer, single_blas_thread
+from .reporting import write_run_report, write_session_json
+from .selection import Selection, select_frames
+from .stages import (
+    LightFrame,
+    calibrate_frame,
+    get_masters,
+    make_reference,
+    measure_frame,
+    output_shape,
+    register_to_reference,
+    warp_frame,
+)
+
+__all__ = ["GroupResult", "PipelineError", "RunResult", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineError(RuntimeError):
+    """Nothing usable came out of the run (no lights, nothing registered); one-line reason."""
+
+
+@dataclass
+class GroupResult:
+    """One stack: its frames, selection, reference and output files."""
+
+    name: str
+    key: dict[str, Any]
+    frames: list[LightFrame]
+    selection: Selection | None = None
+    reference: LightFrame | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    stack_info: dict[str, Any] = field(default_factory=dict)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def used(self) -> list[LightFrame]:
+        """Frames that went into the stack."""
+        return [f for f in self.frames if f.used]
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    output : Path
+        Output folder.
+    outputs : dict
+        ``{'stack.fits': path, 'stack.tif': ..., 'preview.png': ..., 'report.html': ...,
+        'session.json': ...}`` (per-group names when there are several groups).
+    groups : list of GroupResult
+        One per stack.
+    stages : list of StageRecord
+        Each stage's time, peak memory and computed / reused counts.
+    skipped : dict
+        ``{file: reason}`` of input images or frames that could not be used (errors).
+    ignored : dict
+        ``{file: reason}`` of files that are not images (notes, JSON, ...).
+    warnings : list of str
+        Run-level warnings (missing masters, failed groups, ...).
+    config : PipelineConfig
+        The effective configuration.
+    """
+
+    output: Path
+    outputs: dict[str, Path] = field(default_factory=dict)
+    groups: list[GroupResult] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+
+    @property
+    def exit_code(self) -> int:
+        """0: success; 3: done, but files were skipped or a group failed (see warnings)."""
+        return 3 if (self.skipped or self.warnings) else 0
+
+    def stage(self, name: str) -> StageRecord:
+        """The record of stage *name*.
+
+        Raises
+        ------
+        KeyError
+            No such stage ran.
+        """
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage."""
+        return {s.name: s.seconds for s in self.stages}
+
+    @property
+    def quality(self) -> dict[str, list[dict[str, Any]]]:
+        """Per group: the quality measurements of every light (dicts, None = not measured)."""
+        return {g.name: [dict(f.quality, file=f.name) for f in g.frames] for g in self.groups}
+
+    @property
+    def selection(self) -> dict[str, Selection | None]:
+        """Per group: the frame selection."""
+        return {g.name: g.selection for g in self.groups}
+
+
+_KEY_NAMES = ("target", "filter", "camera", "shape", "binning", "bayer")
+
+
+def _group_key(meta, display: bool = False) -> tuple:
+    unit = str(meta.camera or meta.header.get("INSTRUME") or "").strip()
+    target = (meta.target or "").strip()
+    filt = (meta.filter or "").strip()
+    if not display:
+        target, filt = target.lower(), filt.lower()
+    return (target, filt, unit, tuple(meta.shape[-2:]), tuple(meta.binning), meta.bayer)
+
+
+def _rel_name(path: Path, folder: Path) -> str:
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _mark_output(output: Path) -> None:
+    marker = output / OUTPUT_MARKER
+    if not marker.exists():
+        with atomic_path(marker) as tmp:
+            tmp.write_text("astrostack output folder: not scanned for input frames\n")
+
+
+def _collect_groups(session, folder: Path, output: Path) -> list[GroupResult]:
+    """Lights grouped into stacks (target, filter, camera, geometry), each with its plan."""
+    plans = {id(p.light): p for p in session.plans}
+    buckets: dict[tuple, list[LightFrame]] = {}
+    for g in session.groups_of("light"):
+        plan = plans.get(id(g)) or session.plan_for(g)
+        for meta in g.frames:
+            if _inside(meta.path, output):
+                continue
+            lf = LightFrame(path=Path(meta.path), name=_rel_name(meta.path, folder), meta=meta,
+                            plan=plan)  # fmt: skip
+            buckets.setdefault(_group_key(meta), []).append(lf)
+    keys = list(buckets)
+    shown = [_group_key(buckets[k][0].meta, display=True) for k in keys]
+    groups = []
+    for k, d in zip(keys, shown, strict=True):
+        frames = sorted(buckets[k], key=lambda f: (f.date is None, f.date or 0, f.name))
+        info = dict(zip(_KEY_NAMES, d, strict=True))
+        groups.append(GroupResult(name=group_name(d, shown), key=info, frames=frames))
+    return groups
+
+
+def run(
+    folder: str | Path,
+    output: str | Path | None = None,
+    config: PipelineConfig | str | Path | None = None,
+    *,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Calibrate, register and stack the frames in *folder* into *output*.
+
+    Parameters
+    ----------
+    folder : path
+        Folder of the night's frames (lights, bias, darks, flats; any layout).
+    output : path, optional
+        Output folder (default ``<folder>/astrostack-output``); marked with a
+        ``.astrostack-output`` file so that discovery never reads it as input.
+    config : PipelineConfig or path, optional
+        Configuration, or a TOML file; default: ``<folder>/astrostack.toml`` if present.
+    force : bool
+        Ignore the stage cache and recompute everything.
+    progress : callable, optional
+        Receives :class:`~astrostack.pipeline.progress.ProgressEvent` updates.
+    **overrides
+        Configuration overrides, e.g. ``max_fwhm=4``, ``stack__method='sigma'``.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    PipelineError
+        No light frames, or no frame could be calibrated, measured or registered.
+    ValueError
+        Invalid configuration.
+    FileNotFoundError
+        *folder* does not exist.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        msg = f"{folder}: not a folder; give the folder that holds the frames"
+        raise FileNotFoundError(msg)
+    cfg = resolve_config(folder, config, overrides)
+    output = Path(output) if output is not None else folder / "astrostack-output"
+    output.mkdir(parents=True, exist_ok=True)
+    _mark_output(output)
+    cache = StageCache(output / "cache", force=force)
+    result = RunResult(output=output, config=cfg)
+    log = result.stages
+
+    # ---- discover ------------------------------------------------------------------------
+    with StageTimer("discover", log, progress) as st:
+        session = discover(folder)
+        for path, reason in session.skipped:
+            if _inside(path, output):
+                continue
+            target = result.ignored if reason.startswith("not an image") else result.skipped
+            target[_rel_name(Path(path), folder)] = reason
+        groups = _collect_groups(session, folder, output)
+        result.groups = groups
+        n_lights = sum(len(g.frames) for g in groups)
+        st.record.note = f"{n_lights} lights in {len(groups)} group(s)"
+    if not n_lights:
+        msg = f"{folder}: no light frames found; put the lights (FITS, RAW or TIFF) in this folder"
+        raise PipelineError(msg)
+    for note in session.notes:
+        logger.info("discovery: %s", note)
+    for plan in session.plans:
+        for note in plan.notes:
+            logger.info("calibration of %s: %s", plan.light.id, note)
+    lights = [f for g in groups for f in g.frames]
+
+    # ---- masters -------------------------------------------------------------------------
+    plans = []
+    for f in lights:
+        if all(p is not f.plan for p in plans):
+            plans.append(f.plan)
+    master_sets: dict[int, Any] = {}
+    built: dict[str, tuple[str, Path]] = {}
+    with StageTimer("masters", log, progress, total=len(plans)) as st:
+        counts = {"computed": 0, "reused": 0}
+        for plan in plans:
+            try:
+                master_sets[id(plan)] = get_masters(plan, cache, cfg, built, counts)
+            except (ValueError, OSError, FrameReadError) as exc:
+                msg = f"masters for {plan.light.id}: {exc}; its lights are skipped"
+                logger.warning(msg)
+                result.warnings.append(msg)
+            st.advance()
+        st.record.computed, st.record.reused = counts["computed"], counts["reused"]
+
+    # ---- calibrate -----------------------------------------------------------------------
+    with StageTimer("calibrate", log, progress, total=len(lights)) as st:
+        for f in lights:
+            ms = master_sets.get(id(f.plan))
+            if ms is None:
+                f.reason = "no usable masters"
+                st.advance()
+                continue
+            try:
+                st.advance(computed=not calibrate_frame(f, ms, cache, cfg), message=f.name)
+            except Exception as exc:  # one bad frame never stops the run
+                f.reason = f"calibration failed: {exc}"
+                result.skipped[f.name] = f.reason
+                logger.warning("%s: %s", f.name, f.reason)
+                st.advance(message=f.name)
+
+    # ---- quality -------------------------------------------------------------------------
+    with StageTimer("quality", log, progress, total=len(lights)) as st, single_blas_thread():
+        for f in lights:
+            if f.cal_path is None:
+                st.advance()
+                continue
+            try:
+                st.advance(computed=not measure_frame(f, cache, cfg), message=f.name)
+            except Exception as exc:
+                f.reason = f"quality measurement failed: {exc}"
+                result.skipped[f.name] = f.reason
+                logger.warning("%s: %s", f.name, f.reason)
+                st.advance(message=f.name)
+
+    # ---- select --------------------------------------------------------------------------
+    with StageTimer("select", log, progress, total=len(groups)) as st:
+        for g in groups:
+            _select(g, cfg)
+            st.advance()
+        st.record.note = ", ".join(
+            f"{g.name}: {g.selection.n_used}/{len(g.frames)}" for g in groups if g.selection
+        )
+
+    # ---- register ------------------------------------------------------------------------
+    todo = sum(g.selection.n_used for g in groups if g.selection)
+    with StageTimer("register", log, progress, total=todo) as st, single_blas_thread():
+        for g in groups:
+            _register_group(g, cfg, cache, st, result)
+
+    # ---- warp ----------------------------------------------------------------------------
+    todo = sum(len(g.used) for g in groups)
+    with StageTimer("warp", log, progress, total=todo) as st:
+        for g in groups:
+            if g.reference is None:
+                continue
+            ref_shape = np.load(g.reference.cal_path, mmap_mode="r").shape
+            shape = output_shape(g.reference.meta, ref_shape, cfg)
+            for f in g.used:
+                try:
+                    st.advance(computed=not warp_frame(f, shape, cache, cfg), message=f.name)
+                except Exception as exc:
+                    _drop(f, f"warp failed: {exc}", result)
+                    st.advance(message=f.name)
+    if not any(g.used for g in groups):
+        reasons = {f.reason for g in groups for f in g.frames if f.reason}
+        msg = "no frame could be registered" + (
+            f" ({'; '.join(sorted(reasons)[:3])})" if reasons else ""
+        )
+        _finish(result, folder, cfg, progress, log)
+        raise PipelineError(msg)
+
+    # ---- stack + outputs -----------------------------------------------------------------
+    todo = sum(1 for g in groups if g.used)
+    with StageTimer("stack", log, progress, total=todo) as st:
+        for g in groups:
+            if not g.used:
+                if g.frames:
+                    msg = f"group {g.name}: no usable frame; nothing stacked"
+                    result.warnings.append(msg)
+                continue
+            try:
+                write_group_outputs(g, output, cfg, single=len(groups) == 1, folder=folder,
+                                    master_sets=master_sets)  # fmt: skip
+                result.outputs.update({p.name: p for p in g.outputs.values()})
+            except Exception as exc:
+                g.error = f"stacking failed: {exc}"
+                result.warnings.append(f"group {g.name}: {g.error}")
+                logger.exception("group %s: stacking failed", g.name)
+            st.advance(computed=True, message=g.name)
+    if not any(g.outputs for g in groups):
+        _finish(result, folder, cfg, progress, log)
+        msg = "; ".join(g.error for g in groups if g.error) or "nothing could be stacked"
+        raise PipelineError(msg)
+    _finish(result, folder, cfg, progress, log)
+    return result
+
+
+def _drop(f: LightFrame, reason: str, result: RunResult) -> None:
+    f.used = False
+    f.reason = reason
+    result.skipped[f.name] = reason
+    logger.warning("%s: %s", f.name, reason)
+
+
+def _select(g: GroupResult, cfg: PipelineConfig) -> None:
+    measured = [f for f in g.frames if f.quality]
+    names = [f.name for f in measured]
+
+    def col(key: str) -> np.ndarray:
+        return np.array([np.nan if f.quality.get(key) is None else f.quality[key]
+                         for f in measured], dtype=np.float64)  # fmt: skip
+
+    metrics = {k: col(k) for k in ("fwhm", "eccentricity", "n_stars", "background", "noise")}
+    metrics["transparency"] = col("signal_weight")
+    sel = select_frames(names, metrics, cfg.selection) if measured else None
+    g.selection = sel
+    by_name = {f.name: f for f in g.frames}
+    if sel is not None:
+        for name, used, reasons in zip(sel.names, sel.used, sel.reasons, strict=True):
+            f = by_name[name]
+            f.used = bool(used)
+            f.reason = "; ".join(reasons)
+
+
+def _pick_reference(g: GroupResult, cfg: PipelineConfig) -> LightFrame | None:
+    want = cfg.registration.reference
+    if want and want != "best":
+        for f in g.frames:
+            if want in (f.name, f.path.name, f.path.stem) and f.cal_path is not None:
+                return f
+        logger.warning("reference %r not in group %s; using the best frame", want, g.name)
+    candidates = [f for f in g.frames if f.used]
+    if not candidates:
+        return None
+    sel = g.selection
+    score = dict(zip(sel.names, sel.score, strict=True)) if sel else {}
+    return max(candidates, key=lambda f: (score.get(f.name, 0.0), -g.frames.index(f)))
+
+
+def _register_group(g: GroupResult, cfg: PipelineConfig, cache: StageCache, st, result) -> None:
+    ref = _pick_reference(g, cfg)
+    g.reference = ref
+    if ref is None:
+        return
+    holder: dict[str, Any] = {}
+
+    def reference():
+        if "ref" not in holder:
+            holder["ref"] = make_reference(ref, cfg)
+        return holder["ref"]
+
+    for f in g.frames:
+        if not f.used:
+            continue
+        try:
+            reused = register_to_reference(f, ref, reference, cache, cfg)
+            st.advance(computed=not reused, message=f.name)
+        except Exception as exc:
+            _drop(f, f"registration failed: {exc}", result)
+            st.advance(message=f.name)
+            continue
+        if not f.registration.get("ok"):
+            _drop(f, f"registration failed: {f.registration.get('reason', 'unknown')}", result)
+
+
+def _finish(
+    result: RunResult,
+    folder: Path,
+    cfg: PipelineConfig,
+    progress: Callable | None,
+    log: list[StageRecord],
+) -> None:
+    with StageTimer("report", log, progress, total=2) as st:
+        try:
+            result.outputs["report.html"] = write_run_report(result, folder)
+        except Exception as exc:  # the report must never lose the stack
+            msg = f"report failed: {exc}"
+            logger.exception(msg)
+            result.warnings.append(msg)
+        st.advance()
+        result.outputs["session.json"] = write_session_json(result, folder)
+        st.advance()
+    # session.json again so it holds the report stage's own record too
+    result.outputs["session.json"] = write_session_json(result, folder)

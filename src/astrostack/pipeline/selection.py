@@ -1,0 +1,288 @@
+"""Frame selection: robust outlier tests on the quality metrics, and user limits.
+
+Every test compares a frame with the session (median and 1.4826 x MAD of the
+metric over the group) and also requires a minimum effect size, so a very
+homogeneous session (tiny MAD) does not reject frames for negligible
+differences.  Each excluded frame gets one or more human-readable reasons.
+
+Tests (``SelectionConfig.enabled``):
+
+- clouds: star count below ``min_relative_stars`` x median, or transparency
+  (star flux) falling, or a background jump, each as a robust outlier;
+- trailing: eccentricity a high outlier and at least 0.15 above the median,
+  or above ``max_eccentricity`` while the median is below it;
+- defocus: FWHM a high outlier and at least 25 % above the median;
+- satellite-flooded: many more detections than usual (trails break into
+  spurious sources) or a trail count reported by the quality measurement.
+
+User limits: ``max_fwhm``, ``min_stars`` and ``keep_best`` (best quality score
+first, among the frames that pass everything else).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import SelectionConfig
+
+__all__ = ["Selection", "quality_score", "robust_z", "select_frames"]
+
+logger = logging.getLogger(__name__)
+
+
+def robust_z(values: np.ndarray, floor: float = 0.0) -> tuple[np.ndarray, float, float]:
+    """Robust z-scores of *values* (NaN ignored): ``(v - median) / (1.4826 MAD)``.
+
+    Parameters
+    ----------
+    values : array
+        One metric per frame.
+    floor : float
+        Lower bound on the robust sigma, so identical values do not give infinite z.
+
+    Returns
+    -------
+    z, median, sigma : ndarray, float, float
+        z is NaN where the value is NaN.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    good = np.isfinite(v)
+    if not good.any():
+        return np.full(v.shape, np.nan), math.nan, math.nan
+    med = float(np.median(v[good]))
+    sigma = 1.4826 * float(np.median(np.abs(v[good] - med)))
+    sigma = max(sigma, floor, 1e-12)
+    z = (v - med) / sigma
+    return z, med, sigma
+
+
+def quality_score(metrics: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A relative quality score per frame (higher is better, ~1 for a typical frame).
+
+    Uses what is available: FWHM (sharper is better, squared), noise (lower is
+    better), star count or transparency (higher is better) and eccentricity.
+    A ``'score'`` metric from the quality measurement is used directly when present.
+    """
+    n = len(next(iter(metrics.values())))
+    if "score" in metrics and np.isfinite(np.asarray(metrics["score"], float)).all():
+        return np.asarray(metrics["score"], dtype=np.float64)
+    score = np.ones(n)
+
+    def ratio(name: str, power: float) -> None:
+        nonlocal score
+        if name not in metrics:
+            return
+        v = np.asarray(metrics[name], dtype=np.float64)
+        good = np.isfinite(v) & (v > 0)
+        if not good.any():
+            return
+        med = np.median(v[good])
+        r = np.where(good, v / med, np.nan)
+        score = score * np.where(np.isfinite(r), r**power, 0.0)
+
+    ratio("fwhm", -2.0)
+    ratio("noise", -1.0)
+    if "transparency" in metrics:
+        ratio("transparency", 1.0)
+    else:
+        ratio("n_stars", 0.5)
+    if "eccentricity" in metrics:
+        e = np.nan_to_num(np.asarray(metrics["eccentricity"], float), nan=1.0)
+        score = (
+            score * np.clip(1.0 - e, 0.05, 1.0) / max(np.median(np.clip(1.0 - e, 0.05, 1)), 1e-6)
+        )
+    return score
+
+
+@dataclass
+class Selection:
+    """Outcome of frame selection for one group of lights.
+
+    Attributes
+    ----------
+    names : list of str
+        Frame identifiers (file names), in table order.
+    used : ndarray of bool
+        True for frames that go into the stack.
+    reasons : list of list of str
+        Why each excluded frame was excluded (empty for used frames).
+    score : ndarray
+        Relative quality score (higher is better).
+    """
+
+    names: list[str]
+    used: np.ndarray
+    reasons: list[list[str]]
+    score: np.ndarray
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def n_used(self) -> int:
+        """Number of frames kept."""
+        return int(np.count_nonzero(self.used))
+
+    @property
+    def excluded(self) -> dict[str, str]:
+        """``{name: 'reason; reason'}`` of every excluded frame."""
+        return {
+            n: "; ".join(r)
+            for n, u, r in zip(self.names, self.used, self.reasons, strict=True)
+            if not u
+        }
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (for session.json)."""
+        return {
+            "used": [n for n, u in zip(self.names, self.used, strict=True) if u],
+            "excluded": self.excluded,
+            "score": {n: float(s) for n, s in zip(self.names, self.score, strict=True)},
+            "stats": self.stats,
+        }
+
+
+def _metric(metrics: Mapping[str, Sequence[float]], name: str, n: int) -> np.ndarray | None:
+    if name not in metrics:
+        return None
+    v = np.asarray(metrics[name], dtype=np.float64)
+    if v.shape != (n,):
+        msg = f"quality metric {name!r} has {v.size} values for {n} frames"
+        raise ValueError(msg)
+    return v
+
+
+def select_frames(
+    names: Sequence[str],
+    metrics: Mapping[str, Sequence[float]],
+    config: SelectionConfig | None = None,
+    preexcluded: Mapping[str, str] | None = None,
+) -> Selection:
+    """Decide which frames to stack.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Frame identifiers.
+    metrics : mapping
+        Per-frame metric arrays, any of ``fwhm`` (px), ``eccentricity`` (0-1),
+        ``n_stars``, ``background`` (ADU), ``noise`` (ADU), ``transparency``
+        (relative star flux), ``n_trails``, ``score``.  NaN = not measured.
+    config : SelectionConfig, optional
+        Tests and user limits (defaults when omitted).
+    preexcluded : mapping, optional
+        ``{name: reason}`` of frames already unusable (e.g. no stars found); they
+        are excluded and do not count in the session statistics.
+
+    Returns
+    -------
+    Selection
+    """
+    cfg = config or SelectionConfig()
+    names = list(names)
+    n = len(names)
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    pre = dict(preexcluded or {})
+    for i, name in enumerate(names):
+        if name in pre:
+            reasons[i].append(pre[name])
+    valid = np.array([not r for r in reasons], dtype=bool)
+
+    fwhm = _metric(metrics, "fwhm", n)
+    ecc = _metric(metrics, "eccentricity", n)
+    stars = _metric(metrics, "n_stars", n)
+    bg = _metric(metrics, "background", n)
+    noise = _metric(metrics, "noise", n)
+    transp = _metric(metrics, "transparency", n)
+    trails = _metric(metrics, "n_trails", n)
+    k = cfg.outlier_sigma
+    stats: dict[str, dict[str, float]] = {}
+
+    def session_z(v: np.ndarray, floor: float, name: str) -> tuple[np.ndarray, float]:
+        masked = np.where(valid, v, np.nan)
+        z, med, sig = robust_z(masked, floor=floor)
+        stats[name] = {"median": med, "sigma": sig}
+        z = (v - med) / sig if np.isfinite(med) else np.full(n, np.nan)
+        return z, med
+
+    def flag(mask: np.ndarray, text_for) -> None:
+        for i in np.flatnonzero(mask & valid):
+            reasons[i].append(text_for(i))
+
+    # Frames where detection failed (no finite FWHM or zero stars) are unusable.
+    if stars is not None:
+        flag(~(stars > 0), lambda i: "no stars detected")
+        valid &= stars > 0
+    if cfg.enabled and valid.sum() >= 3:
+        noise_med = float(np.nanmedian(noise[valid])) if noise is not None else math.nan
+        if stars is not None:
+            z, med = session_z(stars, 1.0, "n_stars")
+            flag(
+                stars < cfg.min_relative_stars * med,
+                lambda i: f"clouds: {stars[i]:.0f} stars vs median {med:.0f}",
+            )
+            flag(
+                (z > k) & (stars > 1.5 * med) & (stars > med + 10),
+                lambda i: f"satellite/trail flooded: {stars[i]:.0f} detections vs median {med:.0f}",
+            )
+        if transp is not None:
+            z, med = session_z(transp, 0.02 * abs(np.nanmedian(transp)), "transparency")
+            flag(
+                (z < -k) & (transp < 0.7 * med),
+                lambda i: f"clouds: transparency {transp[i] / med:.0%} of median",
+            )
+        if bg is not None:
+            floor = 0.5 * noise_med if np.isfinite(noise_med) else 0.0
+            z, med = session_z(bg, floor, "background")
+            effect = 3.0 * noise_med if np.isfinite(noise_med) else 0.0
+            flag(
+                (z > k) & (bg - med > effect),
+                lambda i: f"clouds/sky glow: background {bg[i]:.1f} vs median {med:.1f}",
+            )
+        if ecc is not None:
+            z, med = session_z(ecc, 0.02, "eccentricity")
+            flag(
+                ((z > k) & (ecc > med + 0.15)) | ((ecc > cfg.max_eccentricity) & (ecc > med + 0.1)),
+                lambda i: f"trailing: eccentricity {ecc[i]:.2f} vs median {med:.2f}",
+            )
+        if fwhm is not None:
+            z, med = session_z(fwhm, 0.03 * abs(np.nanmedian(fwhm[valid])), "fwhm")
+            flag(
+                (z > k) & (fwhm > 1.25 * med),
+                lambda i: f"defocus/seeing: FWHM {fwhm[i]:.2f} px vs median {med:.2f}",
+            )
+        if trails is not None:
+            flag(trails >= 3, lambda i: f"satellite flooded: {trails[i]:.0f} trails")
+    # User limits.
+    if cfg.max_fwhm is not None and fwhm is not None:
+        flag(
+            ~(fwhm <= cfg.max_fwhm),
+            lambda i: f"FWHM {fwhm[i]:.2f} px > --max-fwhm {cfg.max_fwhm:g}",
+        )
+    if cfg.min_stars is not None and stars is not None:
+        flag(
+            ~(stars >= cfg.min_stars),
+            lambda i: f"{stars[i]:.0f} stars < --min-stars {cfg.min_stars}",
+        )
+    used = np.array([not r for r in reasons], dtype=bool)
+    score = (
+        quality_score({k_: np.asarray(v, float) for k_, v in metrics.items()})
+        if metrics
+        else (np.ones(n))
+    )
+    if cfg.keep_best is not None and used.any():
+        n_keep = max(1, math.ceil(cfg.keep_best * used.sum() - 1e-9))
+        order = [i for i in np.argsort(-score, kind="stable") if used[i]]
+        for rank, i in enumerate(order):
+            if rank >= n_keep:
+                reasons[i].append(
+                    f"--keep-best {cfg.keep_best:.0%}: rank {rank + 1} of {len(order)}"
+                )
+        used = np.array([not r for r in reasons], dtype=bool)
+    for name, r in zip(names, reasons, strict=True):
+        if r:
+            logger.info("excluded %s: %s", name, "; ".join(r))
+    return Selection(names=names, used=used, reasons=reasons, score=score, stats=stats)

@@ -1,0 +1,412 @@
+"""The per-frame stages of a run, each cached: masters, calibration, quality, registration, warp.
+
+Every function here computes one item (a master, a calibrated light, ...) or
+returns it from the :class:`~astrostack.pipeline.cache.StageCache`, and says
+which (``reused``).  Cache keys chain: a calibrated light's key includes its
+masters' keys, a registration's key includes the calibrated frame's and the
+reference's keys, and so on, so changing anything upstream invalidates exactly
+what depends on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..calibrate import (
+    Master,
+    build_master_bias,
+    build_master_dark,
+    build_master_darkflat,
+    build_master_flat,
+    calibrate_light,
+    debayer,
+    find_defects,
+    half_to_full_transform,
+    luminance,
+    superpixel,
+)
+from ..io import CalibrationPlan, FrameGroup, FrameMeta, read_frame
+from ..register import Reference, measure_quality, register_frame, warp_to_file
+from .cache import StageCache, file_fingerprint, hash_key, load_npy, save_npy
+from .config import PipelineConfig
+
+__all__ = [
+    "LightFrame",
+    "MasterSet",
+    "calibrate_frame",
+    "get_masters",
+    "measure_frame",
+    "register_to_reference",
+    "registration_image",
+    "warp_frame",
+]
+
+logger = logging.getLogger(__name__)
+
+_BUILDERS = {
+    "bias": build_master_bias,
+    "dark": build_master_dark,
+    "darkflat": build_master_darkflat,
+    "flat": build_master_flat,
+}
+
+
+_UPSTREAM = {"bias": (), "dark": ("bias",), "darkflat": (), "flat": ("bias", "darkflat", "dark")}
+_ARG = {"bias": "master_bias", "dark": "master_dark", "darkflat": "master_darkflat"}
+
+
+@dataclass
+class LightFrame:
+    """One light as it goes through the run (paths, cache keys, measurements, status)."""
+
+    path: Path
+    name: str
+    meta: FrameMeta
+    plan: CalibrationPlan
+    cal_key: str = ""
+    cal_path: Path | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+    reg_key: str = ""
+    registration: dict[str, Any] | None = None
+    reg_path: Path | None = None
+    used: bool = False
+    reason: str = ""
+    weight: float | None = None
+
+    @property
+    def date(self) -> datetime | None:
+        """Start of exposure (UTC) when known."""
+        return self.meta.date
+
+
+@dataclass
+class MasterSet:
+    """The masters of one calibration plan: cache keys always, data loaded on demand."""
+
+    keys: dict[str, str] = field(default_factory=dict)  # kind -> cache key
+    paths: dict[str, Path] = field(default_factory=dict)  # kind -> master FITS
+    _loaded: dict[str, Master] = field(default_factory=dict)
+    _defects: Any = None
+
+    def get(self, kind: str) -> Master | None:
+        """The master of *kind* (loaded from its file on first use), or None."""
+        if kind not in self.paths:
+            return None
+        if kind not in self._loaded:
+            self._loaded[kind] = Master.load(self.paths[kind])
+        return self._loaded[kind]
+
+
+def _master_params(cfg: PipelineConfig) -> dict[str, Any]:
+    c = cfg.calibration
+    return {"method": c.master_method, "sigma_low": c.master_sigma, "sigma_high": c.master_sigma}
+
+
+def get_masters(
+    plan: CalibrationPlan,
+    cache: StageCache,
+    cfg: PipelineConfig,
+    built: dict[str, tuple[str, Path]],
+    counts: dict[str, int],
+) -> MasterSet:
+    """Build (or find in the cache) the masters a light group's plan asks for.
+
+    Parameters
+    ----------
+    plan : CalibrationPlan
+        From :func:`astrostack.io.discover`.
+    cache : StageCache
+        Stage ``'masters'`` holds ``<kind>_<key>.fits`` files.
+    cfg : PipelineConfig
+        Calibration parameters.
+    built : dict
+        Masters already resolved in this run, by group id (shared between plans).
+    counts : dict
+        ``{'computed': n, 'reused': n}``, updated in place.
+
+    Returns
+    -------
+    MasterSet
+    """
+    ms = MasterSet()
+    params = _master_params(cfg)
+    memory = int(cfg.stack.memory_limit_mb * 2**20)
+    for kind in ("bias", "dark", "darkflat", "flat"):
+        group: FrameGroup | None = getattr(plan, kind)
+        if group is None:
+            continue
+        # Upstream masters the builder uses (the dark-flat keeps its offset: no bias).
+        upstream = _UPSTREAM[kind]
+        up_keys = {u: ms.keys[u] for u in upstream if u in ms.keys}
+        inputs = [file_fingerprint(p) for p in group.paths]
+        key = hash_key("master", kind, inputs, params, up_keys)
+        if key in built:
+            ms.keys[kind], ms.paths[kind] = built[key]
+            continue
+        entry = cache.lookup("masters", key)
+        if entry is not None:
+            counts["reused"] += 1
+            path = entry.files["data"]
+        else:
+            kwargs: dict[str, Any] = dict(params, memory_limit=memory)
+            for u in upstream:
+                if u in ms.paths:
+                    kwargs[_ARG[u]] = ms.get(u)
+            logger.info("building master %s from %d frames (%s)", kind, group.count, group.id)
+            master = _BUILDERS[kind](group.paths, **kwargs)
+            path = cache.path("masters", key, suffix=".fits")
+            master.save(path)
+            cache.commit(
+                "masters", key, {"data": path},
+                {"kind": kind, "group": group.id, "n_frames": master.n_frames,
+                 "skipped": [[str(p), r] for p, r in master.skipped]},
+            )  # fmt: skip
+            ms._loaded[kind] = master
+            counts["computed"] += 1
+        built[key] = (key, path)
+        ms.keys[kind], ms.paths[kind] = key, path
+    return ms
+
+
+def _calibration_params(cfg: PipelineConfig, plan: CalibrationPlan) -> dict[str, Any]:
+    c = cfg.calibration
+    return {
+        "cosmetic": c.cosmetic,
+        "hot_sigma": c.hot_sigma,
+        "cold_fraction": c.cold_fraction,
+        "isolated_sigma": c.isolated_sigma,
+        "dark_scale": c.dark_scale,
+        "light_offset": plan.light_offset,
+        "constant_offset": plan.constant_offset,
+    }
+
+
+def calibrate_frame(
+    light: LightFrame, masters: MasterSet, cache: StageCache, cfg: PipelineConfig
+) -> bool:
+    """Calibrate one light into ``cache/calibrated/<key>.npy`` (CFA stays a mosaic).
+
+    Sets ``light.cal_key`` and ``light.cal_path``; returns True when reused.
+
+    Raises
+    ------
+    astrostack.io.FrameReadError, ValueError
+        The light cannot be read or does not fit its masters (the caller skips it).
+    """
+    params = _calibration_params(cfg, light.plan)
+    key = hash_key("calibrated", file_fingerprint(light.path), masters.keys, params)
+    light.cal_key = key
+    entry = cache.lookup("calibrated", key)
+    if entry is not None:
+        light.cal_path = entry.files["data"]
+        return True
+    frame = read_frame(light.path)
+    bias: Master | np.ndarray | None = masters.get("bias")
+    if bias is None and light.plan.light_offset == "black_level" and light.plan.constant_offset:
+        bias = np.full(frame.data.shape, light.plan.constant_offset, dtype=np.float32)
+    dark = masters.get("dark")
+    flat = masters.get("flat")
+    cfa = frame.meta.bayer is not None and frame.data.ndim == 2
+    defects = None
+    if cfg.calibration.cosmetic and (dark is not None or flat is not None):
+        if masters._defects is None:
+            masters._defects = find_defects(
+                dark.data if dark is not None and dark.data.ndim == 2 else None,
+                flat.data if flat is not None and flat.data.ndim == 2 else None,
+                cfa,
+                hot_sigma=cfg.calibration.hot_sigma,
+                cold_fraction=cfg.calibration.cold_fraction,
+                n_dark_frames=dark.n_frames if dark is not None else None,
+            ) if frame.data.ndim == 2 else False  # fmt: skip
+        defects = masters._defects or None
+    out = calibrate_light(
+        frame,
+        bias=bias,
+        dark=dark,
+        flat=flat,
+        defects=defects,
+        dark_scale=cfg.calibration.dark_scale,
+        cfa=cfa,
+        detect_hot=cfg.calibration.cosmetic,
+        hot_sigma=cfg.calibration.isolated_sigma,
+    )
+    light.cal_path = save_npy(cache.path("calibrated", key), out.data)
+    cache.commit(
+        "calibrated", key, {"data": light.cal_path},
+        {"source": str(light.path), "steps": out.meta.header.get("ASCALIB", ""),
+         "dark_k": out.meta.header.get("ASDARKK")},
+    )  # fmt: skip
+    return False
+
+
+def registration_image(data: np.ndarray, bayer: str | None) -> tuple[np.ndarray, bool]:
+    """The 2-D image stars are measured on: the frame, its luminance, or a CFA's 2x2 mean.
+
+    Returns
+    -------
+    image, half : ndarray, bool
+        *half* is True when the image is the half-resolution CFA luminance.
+    """
+    if data.ndim == 3:
+        return np.nanmean(data, axis=0).astype(np.float32), False
+    if bayer is not None:
+        return luminance(data, bayer), True
+    return np.asarray(data, dtype=np.float32), False
+
+
+def _quality_params(cfg: PipelineConfig) -> dict[str, Any]:
+    return {"threshold": cfg.registration.detect_sigma}
+
+
+def measure_frame(light: LightFrame, cache: StageCache, cfg: PipelineConfig) -> bool:
+    """Measure stars, FWHM, roundness, background and noise of a calibrated light.
+
+    Measured on the registration image (half-resolution luminance for CFA); FWHM is
+    converted back to native pixels.  Sets ``light.quality``; returns True when reused.
+    """
+    key = hash_key("quality", light.cal_key, _quality_params(cfg))
+    entry = cache.lookup("quality", key)
+    if entry is not None:
+        light.quality = entry.meta
+        return True
+    data = load_npy(light.cal_path)
+    image, half = registration_image(data, light.meta.bayer)
+    q = measure_quality(
+        image,
+        light.name,
+        threshold=cfg.registration.detect_sigma,
+        pixel_scale=(light.meta.pixel_scale_arcsec or 0) * (2 if half else 1) or None,
+    )
+    rec = {k: v for k, v in dataclasses.asdict(q).items() if k not in ("flagged", "reasons")}
+    rec = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in rec.items()}
+    if half:
+        for k in ("fwhm", "hfd"):
+            if rec.get(k) is not None:
+                rec[k] = 2.0 * rec[k]
+        rec["measured_on"] = "cfa-luminance"
+    light.quality = rec
+    cache.store_meta("quality", key, rec)
+    return False
+
+
+def _registration_params(cfg: PipelineConfig) -> dict[str, Any]:
+    r = cfg.registration
+    return {"threshold": r.detect_sigma, "max_stars": r.max_stars, "model": r.model}
+
+
+def make_reference(ref: LightFrame, cfg: PipelineConfig) -> Reference:
+    """Build the registration reference (stars + phase image) from a calibrated light."""
+    image, _ = registration_image(load_npy(ref.cal_path), ref.meta.bayer)
+    return Reference.from_image(
+        image,
+        name=ref.name,
+        max_stars=cfg.registration.max_stars,
+        threshold=cfg.registration.detect_sigma,
+    )
+
+
+def register_to_reference(
+    light: LightFrame,
+    ref: LightFrame,
+    reference: Any,
+    cache: StageCache,
+    cfg: PipelineConfig,
+) -> bool:
+    """Find the transform of *light* onto *ref* (native pixels), cached.
+
+    *reference* is a :class:`~astrostack.register.Reference` or a zero-argument callable
+    returning one (built only on a cache miss).  Sets ``light.reg_key`` and
+    ``light.registration`` (``{'ok': bool, 'matrix': 3x3 list, ...}`` or ``{'ok': False,
+    'reason': ...}``); returns True when reused.
+    """
+    key = hash_key("registration", light.cal_key, ref.cal_key, _registration_params(cfg))
+    light.reg_key = key
+    entry = cache.lookup("registration", key)
+    if entry is not None:
+        light.registration = entry.meta
+        return True
+    if light.cal_key == ref.cal_key:
+        rec = {"ok": True, "matrix": np.eye(3).tolist(), "model": "identity", "n_matches": 0,
+               "rms": 0.0, "method": "reference"}  # fmt: skip
+    else:
+        ref_obj = reference() if callable(reference) else reference
+        image, half = registration_image(load_npy(light.cal_path), light.meta.bayer)
+        res = register_frame(
+            image,
+            ref_obj,
+            model=cfg.registration.model,
+            max_stars=cfg.registration.max_stars,
+            threshold=cfg.registration.detect_sigma,
+            name=light.name,
+        )
+        rec = res.to_dict()
+        if res and half:
+            rec["matrix_half"] = rec["matrix"]
+            rec["matrix"] = half_to_full_transform(np.asarray(res.matrix)).tolist()
+    light.registration = rec
+    cache.store_meta("registration", key, rec)
+    return False
+
+
+def _colour_params(cfg: PipelineConfig, bayer: str | None) -> dict[str, Any]:
+    if bayer is None:
+        return {}
+    return {"mode": cfg.color.mode, "debayer": cfg.color.debayer}
+
+
+def _full_to_half(matrix: np.ndarray) -> np.ndarray:
+    s = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(s) @ matrix @ s
+
+
+def output_shape(ref_meta: FrameMeta, shape: tuple[int, ...], cfg: PipelineConfig) -> tuple:
+    """Shape of the registered frames for a reference of *shape* (mosaic or mono)."""
+    if ref_meta.bayer is None or len(shape) == 3:
+        return tuple(shape)
+    if cfg.color.mode == "superpixel":
+        return (3, shape[-2] // 2, shape[-1] // 2)
+    return (3, *shape[-2:])
+
+
+def warp_frame(
+    light: LightFrame, out_shape: tuple[int, ...], cache: StageCache, cfg: PipelineConfig
+) -> bool:
+    """Warp a registered light once onto the reference grid: ``cache/registered/<key>.npy``.
+
+    CFA lights are first debayered (``color.debayer``) or binned to superpixels
+    (``color.mode = 'superpixel'``); the result is float32 with NaN outside the
+    footprint.  Sets ``light.reg_path``; returns True when reused.
+    """
+    params = {
+        "interpolation": cfg.registration.interpolation,
+        **_colour_params(cfg, light.meta.bayer),
+        "shape": list(out_shape),
+    }
+    key = hash_key("registered", light.reg_key, params)
+    entry = cache.lookup("registered", key)
+    if entry is not None:
+        light.reg_path = entry.files["data"]
+        return True
+    data = load_npy(light.cal_path)
+    matrix = np.asarray(light.registration["matrix"], dtype=np.float64)
+    bayer = light.meta.bayer
+    if bayer is not None and data.ndim == 2:
+        if cfg.color.mode == "superpixel":
+            data = superpixel(data, bayer)
+            matrix = _full_to_half(matrix)
+        else:
+            data = debayer(data, bayer, method=cfg.color.debayer)
+    path = warp_to_file(
+        data, matrix, out_shape, cache.path("registered", key),
+        method=cfg.registration.interpolation,
+    )  # fmt: skip
+    light.reg_path = path
+    cache.commit("registered", key, {"data": path}, {"source": str(light.path)})
+    return False

@@ -1,0 +1,381 @@
+"""Per-frame quality: stars, PSF (FWHM, roundness), background, noise, signal; outliers.
+
+- **FWHM / eccentricity** come from elliptical Moffat fits
+  (``scipy.optimize.least_squares``) to cutouts of the brightest unsaturated stars;
+  the frame value is the median.  FWHM is the geometric mean of the major and
+  minor FWHM; eccentricity is ``sqrt(1 - (minor / major)**2)``.
+- **HFD** is the median half-flux diameter from ``sep.flux_radius``.
+- **Noise** is ``1.4826 * MAD(d) / sqrt(2)`` of the horizontal first differences
+  ``d`` of the image: differences cancel gradients, and the median ignores the
+  few pixels on stars.
+- **SNR** is the median over measured stars of ``flux / (noise * sqrt(pi hfd^2))``;
+  **signal weight** is ``sum(flux) / noise`` over the detected stars: both drop
+  when clouds or haze dim the stars.
+- :meth:`QualityTable.flag_outliers` marks frames whose FWHM, star count,
+  background, eccentricity or signal weight deviate from the session median by
+  more than ``k`` robust sigmas (and a minimum relative change), with a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from ..io.atomic import atomic_path
+from .stars import StarTable, background, detect_stars
+
+__all__ = [
+    "FrameQuality",
+    "QualityTable",
+    "estimate_noise",
+    "fit_moffat",
+    "measure_quality",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def estimate_noise(
+    image: np.ndarray, background_map: np.ndarray | None = None, max_samples: int = 2_000_000
+) -> float:
+    """Robust Gaussian noise sigma of an image (ADU), insensitive to stars and gradients.
+
+    ``1.4826 * median(|d - median(d)|) / sqrt(2)`` with ``d`` the horizontal first
+    differences, on a row subsample of at most *max_samples* pixels.  Pairs in
+    which either pixel lies more than 3 sigma above the background (stars) are then
+    left out and the estimate repeated, so crowded fields do not inflate it.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D image.
+    background_map : ndarray, optional
+        Background of *image* (from :func:`~astrostack.register.stars.background`);
+        estimated with sep if absent.
+    max_samples : int
+        Pixel budget of the row subsample.
+    """
+    data = np.asarray(image, dtype=np.float32)
+    if data.ndim != 2 or data.shape[1] < 2:
+        msg = f"estimate_noise: need a 2-D image, got shape {data.shape}"
+        raise ValueError(msg)
+    step = max(1, int(np.ceil(data.size / max_samples)))
+    rows = data[::step]
+    d = np.diff(rows, axis=1)
+    finite = np.isfinite(d)
+    if not finite.any():
+        return float("nan")
+    sigma = _mad_sigma(d[finite])
+    if background_map is None:
+        background_map = background(np.where(np.isfinite(data), data, 0).astype(np.float32))[0]
+    sub = rows - np.asarray(background_map, dtype=np.float32)[::step]
+    high = sub > 3.0 * sigma
+    sky = finite & ~high[:, 1:] & ~high[:, :-1]
+    if sky.sum() > 100:
+        sigma = _mad_sigma(d[sky])
+    return sigma
+
+
+def _mad_sigma(d: np.ndarray) -> float:
+    med = np.median(d)
+    return float(1.4826 * np.median(np.abs(d - med)) / np.sqrt(2.0))
+
+
+def _moffat_residual(p, xx, yy, z):
+    amp, x0, y0, ax, ay, th, beta, bg = p
+    c, s = np.cos(th), np.sin(th)
+    dx, dy = xx - x0, yy - y0
+    u = (dx * c + dy * s) / ax
+    v = (-dx * s + dy * c) / ay
+    return (amp * (1.0 + u * u + v * v) ** (-beta) + bg - z).ravel()
+
+
+def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | None:
+    """Fit an elliptical Moffat profile to a star cutout.
+
+    Parameters
+    ----------
+    cutout : ndarray
+        2-D background-subtracted pixels around the star.
+    x0, y0 : float
+        Initial centre in cutout coordinates.
+
+    Returns
+    -------
+    dict or None
+        ``x``, ``y``, ``fwhm_major``, ``fwhm_minor``, ``fwhm`` (geometric mean),
+        ``beta``, ``theta`` and ``amplitude``, or ``None`` if the fit failed.
+    """
+    z = np.asarray(cutout, dtype=np.float64)
+    if not np.all(np.isfinite(z)):
+        return None
+    yy, xx = np.mgrid[0 : z.shape[0], 0 : z.shape[1]].astype(np.float64)
+    amp0 = float(z.max())
+    if amp0 <= 0:
+        return None
+    p0 = [amp0, x0, y0, 2.0, 2.0, 0.0, 3.0, 0.0]
+    lo = [0.0, x0 - 3, y0 - 3, 0.2, 0.2, -np.pi, 1.01, -np.inf]
+    hi = [np.inf, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, np.inf]
+    try:
+        r = least_squares(
+            _moffat_residual, p0, bounds=(lo, hi), args=(xx, yy, z), x_scale="jac", max_nfev=100,
+            ftol=1e-6, xtol=1e-6
+        )
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if not r.success:
+        return None
+    amp, x, y, ax, ay, th, beta, _bg = r.x
+    k = 2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0)
+    f1, f2 = k * ax, k * ay
+    return {
+        "x": float(x),
+        "y": float(y),
+        "fwhm_major": float(max(f1, f2)),
+        "fwhm_minor": float(min(f1, f2)),
+        "fwhm": float(np.sqrt(f1 * f2)),
+        "beta": float(beta),
+        "theta": float(th),
+        "amplitude": float(amp),
+    }
+
+
+@dataclass
+class FrameQuality:
+    """Quality figures of one frame (NaN when not measurable).
+
+    ``fwhm``, ``hfd`` are in pixels; ``fwhm_arcsec`` needs a pixel scale.
+    ``flagged`` and ``reasons`` are set by :meth:`QualityTable.flag_outliers`.
+    """
+
+    name: str
+    n_stars: int = 0
+    fwhm: float = float("nan")
+    fwhm_arcsec: float = float("nan")
+    hfd: float = float("nan")
+    roundness: float = float("nan")
+    eccentricity: float = float("nan")
+    background: float = float("nan")
+    noise: float = float("nan")
+    snr: float = float("nan")
+    signal_weight: float = float("nan")
+    n_psf_fits: int = 0
+    flagged: bool = False
+    reasons: str = ""
+
+    @property
+    def score(self) -> float:
+        """Reference-choice score: more stars and sharper is better (``n / fwhm^2``)."""
+        if not np.isfinite(self.fwhm) or self.fwhm <= 0:
+            return float(self.n_stars)
+        return float(self.n_stars / self.fwhm**2)
+
+
+def measure_quality(
+    image: np.ndarray,
+    name: str = "",
+    *,
+    stars: StarTable | None = None,
+    saturation: float | None = None,
+    pixel_scale: float | None = None,
+    n_psf: int = 25,
+    threshold: float = 5.0,
+) -> FrameQuality:
+    """Measure the quality of one calibrated 2-D frame.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D float32 image (mono or luminance).
+    name : str
+        Label stored in the result (usually the file name).
+    stars : StarTable, optional
+        Stars already detected *without* an ellipticity cut; detected here if absent.
+    saturation : float, optional
+        Saturation level; saturated stars are not fitted.
+    pixel_scale : float, optional
+        Arcsec per pixel, for ``fwhm_arcsec``.
+    n_psf : int
+        Number of the brightest stars fitted with a Moffat profile.
+    threshold : float
+        Detection threshold (sigma) when *stars* is not given.
+
+    Returns
+    -------
+    FrameQuality
+    """
+    data = np.asarray(image, dtype=np.float32)
+    q = FrameQuality(name=name)
+    bkg, level, _rms = background(data)
+    q.background = level
+    q.noise = estimate_noise(data, bkg)
+    if stars is None:
+        stars = detect_stars(
+            data, threshold=threshold, max_stars=500, saturation=saturation, max_ellipticity=None
+        )
+    q.n_stars = len(stars)
+    if len(stars) == 0:
+        return q
+    q.hfd = float(np.median(stars.hfd))
+    sub = data - bkg
+    ny, nx = sub.shape
+    fits_: list[dict[str, float]] = []
+    for i in range(min(len(stars), 3 * n_psf)):
+        if len(fits_) >= n_psf:
+            break
+        r = int(np.clip(round(1.5 * stars.hfd[i] + 2), 4, 16))
+        xc, yc = int(round(stars.x[i])), int(round(stars.y[i]))
+        if xc - r < 0 or yc - r < 0 or xc + r >= nx or yc + r >= ny:
+            continue
+        cut = sub[yc - r : yc + r + 1, xc - r : xc + r + 1]
+        res = fit_moffat(cut, stars.x[i] - (xc - r), stars.y[i] - (yc - r))
+        if res is not None and res["fwhm"] < 2 * r:
+            fits_.append(res)
+    q.n_psf_fits = len(fits_)
+    if fits_:
+        major = np.array([f["fwhm_major"] for f in fits_])
+        minor = np.array([f["fwhm_minor"] for f in fits_])
+        q.fwhm = float(np.median(np.sqrt(major * minor)))
+        ratio = minor / major
+        q.roundness = float(np.median(ratio))
+        q.eccentricity = float(np.median(np.sqrt(1.0 - ratio**2)))
+    else:  # fall back on the moment sizes
+        q.fwhm = float(np.median(stars.fwhm))
+        q.roundness = float(np.median(1.0 - stars.ellipticity))
+        q.eccentricity = float(np.sqrt(1.0 - q.roundness**2))
+    if pixel_scale:
+        q.fwhm_arcsec = q.fwhm * float(pixel_scale)
+    if q.noise > 0:
+        top = stars.select(slice(0, 50))
+        area = np.pi * np.maximum(top.hfd, 1.0) ** 2
+        q.snr = float(np.median(top.flux / (q.noise * np.sqrt(area))))
+        q.signal_weight = float(np.sum(np.maximum(stars.flux, 0)) / q.noise)
+    return q
+
+
+def _robust(values: np.ndarray) -> tuple[float, float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    med = float(np.median(v))
+    return med, float(1.4826 * np.median(np.abs(v - med)))
+
+
+@dataclass
+class QualityTable:
+    """Quality of every frame of a session."""
+
+    frames: list[FrameQuality] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def __getitem__(self, i: int) -> FrameQuality:
+        return self.frames[i]
+
+    def column(self, name: str) -> np.ndarray:
+        """One figure for all frames as a float array."""
+        return np.array([getattr(f, name) for f in self.frames], dtype=np.float64)
+
+    def flag_outliers(
+        self,
+        k: float = 3.0,
+        fwhm_rel: float = 0.2,
+        stars_rel: float = 0.4,
+        background_rel: float = 0.15,
+        weight_rel: float = 0.4,
+        max_eccentricity: float = 0.6,
+    ) -> list[FrameQuality]:
+        """Flag frames that deviate from the session; returns the flagged frames.
+
+        A figure is an outlier when it is more than ``k`` robust sigmas (1.4826 MAD)
+        from the median **and** past a minimum relative change: FWHM above
+        ``median * (1 + fwhm_rel)`` (defocus, seeing); star count below
+        ``median * (1 - stars_rel)`` (clouds); background away from the median by
+        more than ``background_rel`` of it (clouds lit by the city, dawn, moon);
+        signal weight below ``median * (1 - weight_rel)`` (clouds, haze);
+        eccentricity above ``max_eccentricity`` and above the median (trailing, wind).
+        Needs at least 3 frames for the session statistics; the eccentricity test
+        applies from one frame.
+        """
+        n = len(self.frames)
+        reasons: list[list[str]] = [[] for _ in range(n)]
+        ecc = self.column("eccentricity")
+        med_e, sig_e = _robust(ecc)
+        for i, e in enumerate(ecc):
+            if np.isfinite(e) and e > max_eccentricity and (n < 3 or e > med_e + k * sig_e):
+                reasons[i].append(f"elongated stars: eccentricity {e:.2f} (trailing or wind?)")
+        if n >= 3:
+            checks = (
+                ("fwhm", +1, fwhm_rel, "FWHM {v:.2f} px vs median {m:.2f} (defocus or seeing?)"),
+                ("n_stars", -1, stars_rel, "{v:.0f} stars vs median {m:.0f} (clouds?)"),
+                ("signal_weight", -1, weight_rel, "signal weight {v:.3g} vs median {m:.3g} (clouds?)"),
+                ("background", 0, background_rel, "background {v:.1f} vs median {m:.1f} (clouds, moon, dawn?)"),
+            )  # fmt: skip
+            for name, sign, rel, text in checks:
+                vals = self.column(name)
+                med, sig = _robust(vals)
+                if not np.isfinite(med):
+                    continue
+                for i, v in enumerate(vals):
+                    if not np.isfinite(v):
+                        continue
+                    dev = v - med
+                    if sign == 0:
+                        bad = abs(dev) > k * sig and abs(dev) > rel * abs(med)
+                    else:
+                        bad = sign * dev > k * sig and sign * dev > rel * abs(med)
+                    if bad:
+                        reasons[i].append(text.format(v=v, m=med))
+        for f, r in zip(self.frames, reasons, strict=True):
+            f.flagged = bool(r)
+            f.reasons = "; ".join(r)
+        flagged = [f for f in self.frames if f.flagged]
+        for f in flagged:
+            logger.info("%s flagged: %s", f.name, f.reasons)
+        return flagged
+
+    def best_index(self, exclude_flagged: bool = True) -> int:
+        """Index of the best frame by :attr:`FrameQuality.score` (-1 if empty)."""
+        if not self.frames:
+            return -1
+        scores = np.array([f.score for f in self.frames])
+        if exclude_flagged and not all(f.flagged for f in self.frames):
+            scores = np.where([f.flagged for f in self.frames], -np.inf, scores)
+        return int(np.argmax(scores))
+
+    def to_records(self) -> list[dict]:
+        """Frames as a list of plain dicts (NaN as ``None``)."""
+        out = []
+        for f in self.frames:
+            d = asdict(f)
+            out.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                        for k, v in d.items()})  # fmt: skip
+        return out
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the table as CSV (atomic)."""
+        path = Path(path)
+        names = [f.name for f in fields(FrameQuality)]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=names)
+            w.writeheader()
+            for rec in self.to_records():
+                w.writerow({k: ("" if v is None else v) for k, v in rec.items()})
+        return path
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the table as JSON (atomic)."""
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "w") as fh:
+            json.dump({"frames": self.to_records()}, fh, indent=1)
+        return path

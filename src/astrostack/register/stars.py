@@ -1,0 +1,397 @@
+"""Star detection on calibrated frames: background, extraction, filtering, centroids.
+
+Detection uses `sep` (SExtractor as a library): a mesh background, thresholded
+extraction, windowed centroids (``sep.winpos``) and half-flux radii
+(``sep.flux_radius``).  Detections that are saturated, elongated, too sharp to be
+a star (hot pixels, cosmic rays) or too close to the edge are dropped.
+
+Coordinates follow the package convention: ``x`` is the column, ``y`` the row,
+pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import sep
+from scipy.spatial import cKDTree
+
+__all__ = [
+    "FLAG_SEP_MERGED",
+    "FLAG_SEP_TRUNC",
+    "StarTable",
+    "background",
+    "bayer_green_mask",
+    "binned_to_native",
+    "detect_stars",
+    "luminance",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Star flag bits copied from sep (blended with a neighbour, touches the image edge).
+FLAG_SEP_MERGED = int(sep.OBJ_MERGED)
+FLAG_SEP_TRUNC = int(sep.OBJ_TRUNC)
+
+_GAUSS_SIGMA_TO_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+
+
+@dataclass
+class StarTable:
+    """Detected stars, brightest first.  All arrays have one entry per star.
+
+    Attributes
+    ----------
+    x, y : ndarray
+        Windowed centroids in pixels (x = column, y = row, pixel centres at integers).
+    flux : ndarray
+        Background-subtracted isophotal flux (ADU).
+    peak : ndarray
+        Peak value above the local background (ADU).
+    fwhm : ndarray
+        FWHM estimate from the second moments (px), ``2.3548 * sqrt((a**2 + b**2) / 2)``
+        with the isophotal moments widened to the half-flux radius.
+    hfd : ndarray
+        Half-flux diameter (px), from ``sep.flux_radius``.
+    a, b, theta : ndarray
+        Semi-major / semi-minor axis (px, second moments) and position angle (rad).
+    ellipticity : ndarray
+        ``1 - b / a``.
+    flags : ndarray
+        sep extraction flags (``FLAG_SEP_MERGED``, ``FLAG_SEP_TRUNC``, ...).
+    shape : tuple of int
+        Shape ``(ny, nx)`` of the image the stars were detected on.
+    background_level, background_rms : float
+        Global sep background level and RMS of the image (ADU).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    peak: np.ndarray
+    fwhm: np.ndarray
+    hfd: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    theta: np.ndarray
+    ellipticity: np.ndarray
+    flags: np.ndarray
+    shape: tuple[int, int] = (0, 0)
+    background_level: float = 0.0
+    background_rms: float = 0.0
+    n_rejected: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+    @property
+    def xy(self) -> np.ndarray:
+        """Positions as a float64 ``[n, 2]`` array of ``(x, y)``."""
+        return np.column_stack([self.x, self.y]).astype(np.float64)
+
+    def select(self, index: np.ndarray | slice) -> StarTable:
+        """Return the stars picked by *index* (boolean mask, indices or slice)."""
+        names = ("x", "y", "flux", "peak", "fwhm", "hfd", "a", "b", "theta", "ellipticity")
+        kwargs = {n: getattr(self, n)[index] for n in names}
+        return StarTable(
+            **kwargs,
+            flags=self.flags[index],
+            shape=self.shape,
+            background_level=self.background_level,
+            background_rms=self.background_rms,
+            n_rejected=dict(self.n_rejected),
+        )
+
+    def scaled(self, factor: float, offset: float) -> StarTable:
+        """Positions mapped by ``p * factor + offset`` (e.g. binned to native pixels).
+
+        Sizes (fwhm, hfd, a, b) are multiplied by *factor*.
+        """
+        out = self.select(slice(None))
+        out.x = self.x * factor + offset
+        out.y = self.y * factor + offset
+        for name in ("fwhm", "hfd", "a", "b"):
+            setattr(out, name, getattr(self, name) * factor)
+        out.shape = (int(round(self.shape[0] * factor)), int(round(self.shape[1] * factor)))
+        return out
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int] = (0, 0)) -> StarTable:
+        """A table with no stars."""
+        z = np.zeros(0, dtype=np.float64)
+        return cls(
+            *([z] * 10), flags=np.zeros(0, dtype=np.int32), shape=shape
+        )  # fmt: skip
+
+
+def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        msg = (
+            f"{name}: star detection needs a 2-D image, got shape {image.shape}; "
+            "pass one plane or use luminance()"
+        )
+        raise ValueError(msg)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def background(
+    image: np.ndarray, box: int = 64, filter_size: int = 3
+) -> tuple[np.ndarray, float, float]:
+    """Estimate the sky background with a sep mesh.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D float32 image.
+    box : int
+        Mesh box size in pixels.
+    filter_size : int
+        Median filter size over the mesh.
+
+    Returns
+    -------
+    bkg : ndarray
+        Background map (float32, same shape).
+    level : float
+        Global background level.
+    rms : float
+        Global background RMS.
+    """
+    data = _check_image(image)
+    box = int(max(8, min(box, data.shape[0] // 2, data.shape[1] // 2)))
+    finite = np.isfinite(data)
+    mask = None if finite.all() else ~finite
+    if mask is not None:
+        data = np.where(finite, data, 0).astype(np.float32)
+    bk = sep.Background(data, mask=mask, bw=box, bh=box, fw=filter_size, fh=filter_size)
+    return bk.back().astype(np.float32), float(bk.globalback), float(bk.globalrms)
+
+
+def bayer_green_mask(shape: tuple[int, int], bayer: str) -> np.ndarray:
+    """Boolean mask of the green photosites of a CFA mosaic with pattern *bayer*."""
+    bayer = bayer.upper()
+    if bayer not in _PATTERNS:
+        msg = f"unknown Bayer pattern {bayer!r}; use one of {', '.join(_PATTERNS)}"
+        raise ValueError(msg)
+    mask = np.zeros(shape, dtype=bool)
+    cells = [(i // 2, i % 2) for i, ch in enumerate(bayer) if ch == "G"]
+    for dy, dx in cells:
+        mask[dy::2, dx::2] = True
+    return mask
+
+
+def luminance(image: np.ndarray, bayer: str | None = None, mode: str = "bin") -> np.ndarray:
+    """Return a 2-D image suitable for star detection.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``[y, x]`` mono or CFA mosaic, or ``[c, y, x]`` colour.
+    bayer : str, optional
+        CFA pattern of a mosaic (``'RGGB'``, ``'BGGR'``, ``'GRBG'``, ``'GBRG'``).
+    mode : {'bin', 'green'}
+        For a mosaic: ``'bin'`` sums each 2x2 CFA cell into one superpixel (half
+        resolution; superpixel ``(xb, yb)`` is centred on native ``(2 xb + 0.5,
+        2 yb + 0.5)``, see :func:`binned_to_native`); ``'green'`` keeps the full
+        resolution, interpolating green at the red and blue sites from their four
+        green neighbours (native coordinates unchanged).
+
+    Returns
+    -------
+    ndarray
+        float32 2-D image.  Colour ``[c, y, x]`` input gives the channel mean;
+        mono input is returned as float32.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        return np.ascontiguousarray(image.mean(axis=0, dtype=np.float32))
+    if image.ndim != 2:
+        msg = f"luminance: expected [y, x] or [c, y, x], got shape {image.shape}"
+        raise ValueError(msg)
+    if bayer is None:
+        return np.ascontiguousarray(image)
+    if mode == "bin":
+        ny, nx = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+        v = image[:ny, :nx]
+        return np.ascontiguousarray(v[0::2, 0::2] + v[0::2, 1::2] + v[1::2, 0::2] + v[1::2, 1::2])
+    if mode == "green":
+        green = bayer_green_mask(image.shape, bayer)
+        kernel = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=np.float32)
+        g = np.where(green, image, 0).astype(np.float32)
+        num = cv2.filter2D(g, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+        den = cv2.filter2D(green.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+        return np.ascontiguousarray(np.where(green, image, num / np.maximum(den, 1)))
+    msg = f"luminance: unknown mode {mode!r}; use 'bin' or 'green'"
+    raise ValueError(msg)
+
+
+def binned_to_native(matrix: np.ndarray, factor: int = 2) -> np.ndarray:
+    """Convert a transform measured on ``factor x factor`` binned images to native pixels.
+
+    Binned pixel ``p_b`` is centred on native ``p_n = factor * p_b + (factor - 1) / 2``;
+    the native transform is ``S @ M @ inv(S)``.
+    """
+    off = (factor - 1) / 2.0
+    s = np.array([[factor, 0, off], [0, factor, off], [0, 0, 1]], dtype=np.float64)
+    return s @ np.asarray(matrix, dtype=np.float64) @ np.linalg.inv(s)
+
+
+def detect_stars(
+    image: np.ndarray,
+    *,
+    threshold: float = 5.0,
+    max_stars: int = 200,
+    saturation: float | None = None,
+    min_fwhm: float = 1.0,
+    max_ellipticity: float | None = 0.5,
+    border: int = 8,
+    min_area: int = 5,
+    background_box: int = 64,
+    max_size_ratio: float = 3.0,
+) -> StarTable:
+    """Detect stars on a calibrated 2-D image.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D float32 image (mono, a colour plane, or :func:`luminance` of a mosaic).
+        NaN pixels are masked.
+    threshold : float
+        Detection threshold in units of the background RMS.
+    max_stars : int
+        Keep at most this many stars (the brightest).
+    saturation : float, optional
+        Saturation level in the image's units.  Stars whose peak pixel (with
+        background) reaches 95 % of it are rejected.  ``None`` disables the test.
+    min_fwhm : float
+        Detections with half-flux diameter below this (px) are hot pixels or
+        cosmic rays and are rejected.
+    max_ellipticity : float, optional
+        Reject detections with ``1 - b/a`` above this; ``None`` keeps all (use it
+        for quality measurement, where trailing must be seen).
+    border : int
+        Reject detections closer than this to the image edge (px).
+    min_area : int
+        Minimum number of connected pixels above threshold.
+    background_box : int
+        Background mesh size (px).
+    max_size_ratio : float
+        Reject detections whose half-flux diameter exceeds this multiple of the
+        median (galaxy cores, nebula knots); applied from 5 detections.
+
+    Returns
+    -------
+    StarTable
+        Brightest first; ``n_rejected`` counts the detections dropped by each test.
+    """
+    data = _check_image(image)
+    ny, nx = data.shape
+    finite = np.isfinite(data)
+    mask = None if finite.all() else ~finite
+    if mask is not None:
+        data = np.where(finite, data, 0).astype(np.float32)
+    bkg, level, rms = background(data, box=background_box)
+    sub = data - bkg
+    if not np.isfinite(rms) or rms <= 0:
+        return StarTable.empty((ny, nx))
+    objs = None
+    thresh = float(threshold)
+    sep.set_extract_pixstack(max(300000, ny * nx // 4))
+    sep.set_sub_object_limit(4096)
+    for _ in range(5):
+        try:
+            objs = sep.extract(
+                sub, thresh, err=rms, mask=mask, minarea=min_area, deblend_cont=0.005
+            )
+            break
+        except Exception as exc:  # sep raises generic exceptions on buffer overflow
+            logger.debug("sep.extract failed at %.1f sigma (%s); raising threshold", thresh, exc)
+            thresh *= 2.0
+    if objs is None or len(objs) == 0:
+        return StarTable.empty((ny, nx))
+
+    rejected: dict[str, int] = {}
+
+    def drop(keep: np.ndarray, reason: str) -> np.ndarray:
+        rejected[reason] = int((~keep).sum())
+        return keep
+
+    x0, y0 = objs["x"], objs["y"]
+    a = np.maximum(objs["a"], 1e-3)
+    b = np.maximum(objs["b"], 1e-3)
+    keep = np.ones(len(objs), dtype=bool)
+    keep &= drop(
+        (x0 >= border) & (x0 <= nx - 1 - border) & (y0 >= border) & (y0 <= ny - 1 - border),
+        "edge",
+    )
+    if saturation is not None:
+        ypk = np.clip(objs["ypeak"], 0, ny - 1)
+        xpk = np.clip(objs["xpeak"], 0, nx - 1)
+        keep &= drop(data[ypk, xpk] < 0.95 * saturation, "saturated")
+    ell = 1.0 - b / a
+    if max_ellipticity is not None:
+        keep &= drop(ell <= max_ellipticity, "elongated")
+    objs, a, b, ell = objs[keep], a[keep], b[keep], ell[keep]
+    if len(objs) == 0:
+        return StarTable.empty((ny, nx))
+
+    # Half-flux radius, then hot-pixel test: a single pixel has r50 well below 0.5 px.
+    rmax = np.clip(6.0 * a, 3.0, 40.0)
+    r50, rflag = sep.flux_radius(sub, objs["x"], objs["y"], rmax, 0.5, subpix=5)
+    hfd = 2.0 * r50
+    ok = drop(np.isfinite(hfd) & (hfd >= min_fwhm) & (objs["flux"] > 0), "too_sharp")
+    objs, a, b, ell, hfd = objs[ok], a[ok], b[ok], ell[ok], hfd[ok]
+    if len(objs) == 0:
+        return StarTable.empty((ny, nx))
+
+    # Extended objects (galaxy cores, nebula knots) are much larger than the stars.
+    if len(hfd) >= 5:
+        ok = drop(hfd <= max_size_ratio * np.median(hfd), "extended")
+        objs, a, b, ell, hfd = objs[ok], a[ok], b[ok], ell[ok], hfd[ok]
+
+    order = np.argsort(-objs["flux"])[: max(int(max_stars), 0)]
+    objs, a, b, ell, hfd = objs[order], a[order], b[order], ell[order], hfd[order]
+    sig = np.clip(hfd / _GAUSS_SIGMA_TO_FWHM, 0.5, 20.0)
+    xw, yw, wflag = sep.winpos(sub, objs["x"], objs["y"], sig)
+    # Windowed centroids of deblended neighbours drift towards each other: keep sep's.
+    bad = (wflag != 0) | ~np.isfinite(xw) | ~np.isfinite(yw) | ((objs["flag"] & FLAG_SEP_MERGED) > 0)
+    bad |= (np.abs(xw - objs["x"]) > 2.0 * sig + 1) | (np.abs(yw - objs["y"]) > 2.0 * sig + 1)
+    xw = np.where(bad, objs["x"], xw)
+    yw = np.where(bad, objs["y"], yw)
+    # Isophotal moments are truncated at the threshold; scale them to the half-flux size.
+    fwhm_mom = _GAUSS_SIGMA_TO_FWHM * np.sqrt((a**2 + b**2) / 2.0)
+    # Drop a detection lying within 1 px of a brighter one (split or doubled objects).
+    if len(xw) > 1:
+        pairs = cKDTree(np.column_stack([xw, yw])).query_pairs(1.0, output_type="ndarray")
+        if len(pairs):
+            dup = np.zeros(len(xw), dtype=bool)
+            dup[pairs.max(axis=1)] = True
+            rejected["duplicate"] = int(dup.sum())
+            keep2 = ~dup
+            objs, a, b, ell, hfd = objs[keep2], a[keep2], b[keep2], ell[keep2], hfd[keep2]
+            xw, yw = xw[keep2], yw[keep2]
+            fwhm_mom = fwhm_mom[keep2]
+    table = StarTable(
+        x=xw.astype(np.float64),
+        y=yw.astype(np.float64),
+        flux=objs["flux"].astype(np.float64),
+        peak=objs["peak"].astype(np.float64),
+        fwhm=np.maximum(fwhm_mom, hfd).astype(np.float64),
+        hfd=hfd.astype(np.float64),
+        a=a.astype(np.float64),
+        b=b.astype(np.float64),
+        theta=objs["theta"].astype(np.float64),
+        ellipticity=ell.astype(np.float64),
+        flags=objs["flag"].astype(np.int32),
+        shape=(ny, nx),
+        background_level=level,
+        background_rms=rms,
+        n_rejected=rejected,
+    )
+    logger.debug("detected %d stars (rejected %s)", len(table), rejected)
+    return table

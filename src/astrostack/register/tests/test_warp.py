@@ -1,0 +1,112 @@
+"""Warping: accuracy against analytic images, footprint, clamping, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from astrostack.register import coverage, warp, warp_to_file
+
+from .fields import render_stars
+
+
+def _smooth(x, y):
+    return 100.0 + 20.0 * np.sin(x / 6.0) * np.cos(y / 8.0) + 0.05 * x
+
+
+def _rot(angle_deg, shift):
+    a = np.radians(angle_deg)
+    return np.array(
+        [[np.cos(a), -np.sin(a), shift[0]], [np.sin(a), np.cos(a), shift[1]], [0.0, 0.0, 1.0]]
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "tol", "mean_tol"),
+    # Lanczos-3 has ~0.1 % passband ripple; Keys cubic is exact to 2nd order; the
+    # clamp costs a little at extrema.  Amplitude of the test pattern: 20.
+    [("lanczos3", 0.08, 0.03), ("bicubic", 0.08, 0.002), ("bilinear", 0.12, 0.04)],
+)
+def test_warp_matches_analytic_image(method, tol, mean_tol):
+    yy, xx = np.mgrid[0:160, 0:200].astype(np.float64)
+    src = _smooth(xx, yy).astype(np.float32)
+    m = _rot(7.0, (4.3, -3.6))  # frame -> reference
+    out = warp(src, m, src.shape, method=method)
+    inv = np.linalg.inv(m)
+    sx = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
+    sy = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
+    truth = _smooth(sx, sy)
+    inside = (sx > 4) & (sx < 195) & (sy > 4) & (sy < 155)
+    err = np.abs(out - truth)[inside]
+    assert np.all(np.isfinite(out[inside]))
+    assert err.max() < tol, f"{method}: max error {err.max():.4f}"
+    assert err.mean() < mean_tol, f"{method}: mean error {err.mean():.4f}"
+    # NaN exactly outside the source pixel area
+    outside = (sx < -0.6) | (sx > 199.6) | (sy < -0.6) | (sy > 159.6)
+    assert np.all(np.isnan(out[outside]))
+    footprint = (sx >= -0.5) & (sx <= 199.5) & (sy >= -0.5) & (sy <= 159.5)
+    assert np.mean(coverage(out) != footprint) < 1e-3
+
+
+def test_identity_and_integer_shift_are_exact():
+    src = np.random.default_rng(0).normal(10, 3, (50, 60)).astype(np.float32)
+    assert np.array_equal(warp(src, np.eye(3), src.shape), src)
+    out = warp(src, _rot(0, (5, -3)), src.shape)
+    assert np.array_equal(out[0:47, 5:60], src[3:50, 0:55])
+    assert np.isnan(out[:, :5]).all() and np.isnan(out[47:]).all()
+
+
+def test_star_flux_and_centroid_preserved_and_no_ringing():
+    xy = np.array([[60.0, 50.0]])
+    src = render_stars((100, 120), xy, np.array([2e5]), sigma=1.0, noise=0.0, background=10.0)
+    m = _rot(33.0, (3.37, -2.81))
+    for clamp, expect_ring in ((True, False), (False, True)):
+        out = warp(src, m, src.shape, method="lanczos3", clamp=clamp)
+        star = np.nan_to_num(out - 10.0)
+        yy, xx = np.mgrid[0:100, 0:120]
+        cx, cy = (star * xx).sum() / star.sum(), (star * yy).sum() / star.sum()
+        tx, ty = m[:2, :2] @ xy[0] + m[:2, 2]
+        assert np.hypot(cx - tx, cy - ty) < 0.02
+        assert star.sum() == pytest.approx(2e5, rel=0.01)
+        undershoot = 10.0 - np.nanmin(out)
+        if expect_ring:
+            assert undershoot > 10.0  # unclamped Lanczos rings below the sky (~32 ADU)
+        else:
+            assert undershoot < 1e-3  # clamping removes the dark ring
+
+
+def test_colour_and_nan_source():
+    yy, xx = np.mgrid[0:80, 0:90].astype(np.float64)
+    plane = _smooth(xx, yy).astype(np.float32)
+    rgb = np.stack([plane, 2 * plane, 3 * plane])
+    m = _rot(-4.0, (2.5, 1.5))
+    out = warp(rgb, m, (80, 90))
+    assert out.shape == (3, 80, 90) and out.dtype == np.float32
+    mono = warp(plane, m, (80, 90))
+    np.testing.assert_allclose(out[2], 3 * mono, rtol=1e-5, equal_nan=True)
+    holed = plane.copy()
+    holed[40, 45] = np.nan  # a NaN source pixel is skipped, not spread
+    o2 = warp(holed, m, (80, 90))
+    assert np.isfinite(o2[20:60, 20:70]).all()
+    diff = np.abs(o2 - mono)[20:60, 20:70]
+    assert np.nanmax(diff) < 3.0
+    assert np.count_nonzero(diff) <= 49  # only outputs whose 6x6 taps include the hole
+
+
+def test_warp_to_file_roundtrip(tmp_path):
+    src = np.random.default_rng(1).normal(5, 1, (2, 40, 50)).astype(np.float32)
+    m = _rot(3.0, (1.5, -2.5))
+    path = warp_to_file(src, m, (44, 48), tmp_path / "frame_0001.npy", method="bicubic")
+    assert path.name == "frame_0001.npy"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame_0001.npy"]  # no temp left
+    loaded = np.load(path, mmap_mode="r")
+    assert loaded.dtype == np.dtype("<f4") and loaded.shape == (2, 44, 48)
+    np.testing.assert_array_equal(loaded, warp(src, m, (44, 48), method="bicubic"))
+
+
+def test_bad_arguments():
+    img = np.zeros((10, 10), dtype=np.float32)
+    with pytest.raises(ValueError, match="interpolation"):
+        warp(img, np.eye(3), (10, 10), method="nearest")
+    with pytest.raises(ValueError, match="invertible"):
+        warp(img, np.zeros((3, 3)), (10, 10))

@@ -1,0 +1,345 @@
+"""Integration of registered lights: measure, normalise, weight, reject and combine.
+
+:func:`stack_frames` runs two passes over the frames, each reading every frame once
+and band by band, so memory is bounded by the budget whatever the number of frames:
+
+1. statistics (:func:`~astrostack.stack.normalize.measure_frame`): level, dispersion,
+   background noise and a coarse background grid per frame and channel;
+2. the streamed combine (:func:`astrostack.combine.engine.combine_sources`) with each
+   frame normalised to the reference while its band is read, and per-frame weights.
+
+A frame that cannot be read or is unusable is skipped and reported in
+:attr:`StackResult.skipped`; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..combine.engine import combine_sources
+from ..combine.sources import FrameSource, open_source
+from ..io.atomic import atomic_path
+from .normalize import NORMALIZATIONS, compute_normalization, measure_frame
+from .weights import compute_weights, parse_weighting
+
+__all__ = ["FrameRecord", "StackResult", "stack_frames", "write_stack"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameRecord:
+    """How one frame entered the stack (per-channel arrays have length C)."""
+
+    path: str
+    scale: list[float]
+    offset: list[float]
+    weight: list[float]
+    noise: list[float]
+    location: list[float]
+    scale_source: str = "-"
+
+
+@dataclass
+class StackResult:
+    """The integrated image and everything needed to reproduce or judge it.
+
+    Attributes
+    ----------
+    image : ndarray
+        float32 ``[H, W]`` or ``[C, H, W]`` in the reference frame's units.
+    rejected_low, rejected_high : ndarray
+        uint16 number of values rejected below / above per pixel.
+    coverage : ndarray
+        uint16 number of values kept per pixel.
+    weight_map : ndarray
+        float32 sum of kept weights per pixel.
+    frames : list of FrameRecord
+        Frames used, in input order, with normalisation and weights.
+    skipped : list of (str, str)
+        Frames left out and why.
+    method, method_used : str
+        Requested rejection and what ran (``auto`` resolved).
+    parameters : dict
+        The kernel's parameters.
+    normalization, weighting : str
+        As requested.
+    reference : str
+        Reference frame path.
+    """
+
+    image: np.ndarray
+    rejected_low: np.ndarray
+    rejected_high: np.ndarray
+    coverage: np.ndarray
+    weight_map: np.ndarray
+    frames: list[FrameRecord]
+    skipped: list[tuple[str, str]]
+    method: str
+    method_used: str
+    parameters: dict[str, Any]
+    normalization: str
+    weighting: str
+    reference: str
+    tile: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def header(self):
+        """A FITS header recording how the stack was made.
+
+        Returns
+        -------
+        astropy.io.fits.Header
+        """
+        from astropy.io import fits
+
+        hdr = fits.Header()
+        hdr["CREATOR"] = ("astrostack", "software")
+        hdr["STKMETH"] = (self.method, "rejection method requested")
+        hdr["STKUSED"] = (self.method_used, "rejection method used")
+        for key, card in (("sigma_low", "SIGLOW"), ("sigma_high", "SIGHIGH")):
+            if key in self.parameters:
+                hdr[card] = (float(self.parameters[key]), f"rejection {key}")
+        hdr["NORMMETH"] = (self.normalization, "normalisation")
+        if self.tile:
+            hdr["NORMTILE"] = (self.tile, "background tile size (px)")
+        hdr["WEIGHTS"] = (self.weighting, "frame weighting")
+        hdr["NCOMBINE"] = (len(self.frames), "frames combined")
+        hdr["NSKIPPED"] = (len(self.skipped), "frames skipped")
+        hdr["REFFRAME"] = (Path(self.reference).name[:60], "reference frame")
+        lo = float(self.rejected_low.sum(dtype=np.float64))
+        hi = float(self.rejected_high.sum(dtype=np.float64))
+        kept = float(self.coverage.sum(dtype=np.float64))
+        total = max(lo + hi + kept, 1.0)
+        hdr["REJLOW"] = (round(lo / total, 6), "fraction of values rejected low")
+        hdr["REJHIGH"] = (round(hi / total, 6), "fraction of values rejected high")
+        for key, value in sorted(self.parameters.items()):
+            if isinstance(value, bool | int | float | str):
+                hdr.add_history(f"param {key}={value}")
+        for i, fr in enumerate(self.frames):
+            sc = ",".join(f"{v:.6g}" for v in fr.scale)
+            of = ",".join(f"{v:.6g}" for v in fr.offset)
+            wt = ",".join(f"{v:.4g}" for v in fr.weight)
+            hdr.add_history(f"frame {i} {Path(fr.path).name} scale={sc} offset={of} weight={wt}")
+        for path, reason in self.skipped:
+            hdr.add_history(f"skipped {Path(path).name}: {reason[:40]}")
+        return hdr
+
+
+def _as_source(item: FrameSource | str | Path) -> FrameSource:
+    if isinstance(item, str | Path):
+        return open_source(item)
+    return item
+
+
+def stack_frames(
+    sources: Sequence[FrameSource | str | Path],
+    method: str = "auto",
+    normalization: str = "local",
+    weighting: str = "noise",
+    reference: int = 0,
+    memory_limit: int | float | str = "2GB",
+    scheduler: str = "threads",
+    frame_info: Sequence[Any] | None = None,
+    tile: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    **kernel_params: Any,
+) -> StackResult:
+    """Integrate registered (and calibrated) frames.
+
+    Parameters
+    ----------
+    sources : sequence of FrameSource or paths
+        Frames on a common pixel grid (NaN = outside the frame's footprint).
+    method : str
+        Rejection method for :func:`astrostack.combine.kernels.combine` (``'auto'``
+        chooses by the number of frames).
+    normalization : str
+        One of ``none``, ``additive``, ``multiplicative``, ``additive+scale``,
+        ``multiplicative+scale``, ``local`` (default: background surface matching
+        plus signal scale; see :mod:`astrostack.stack.normalize`).
+    weighting : str
+        Product of ``none``, ``exposure``, ``noise``, ``fwhm``, ``stars`` (e.g.
+        ``'noise*fwhm'``).
+    reference : int
+        Index (in ``sources``) of the reference frame.
+    memory_limit : int, float or str
+        Budget of the combine pass, e.g. ``'2GB'``.
+    scheduler : str
+        ``'threads'``, ``'synchronous'``, ``'processes'`` or ``'tcp://host:port'``.
+    frame_info : sequence, optional
+        Per frame: mapping/object with ``exposure``, ``fwhm``, ``stars``.
+    tile : int, optional
+        Background tile size for statistics and ``local`` normalisation.
+    progress : callable, optional
+        ``progress(stage, done, total)`` with stage ``'measure'`` or ``'combine'``.
+    **kernel_params
+        Rejection parameters (``sigma_low``, ``sigma_high``, ...).
+
+    Returns
+    -------
+    StackResult
+
+    Raises
+    ------
+    ValueError
+        For unknown options, when the reference frame is unusable or fewer than one
+        frame remains.
+    """
+    if normalization not in NORMALIZATIONS:
+        msg = f"normalization {normalization!r} unknown; use one of {', '.join(NORMALIZATIONS)}"
+        raise ValueError(msg)
+    parse_weighting(weighting)
+    items = list(sources)
+    if not items:
+        msg = "stack_frames: no frames given"
+        raise ValueError(msg)
+    if not 0 <= reference < len(items):
+        msg = f"reference index {reference} outside 0..{len(items) - 1}"
+        raise ValueError(msg)
+    skipped: list[tuple[str, str]] = []
+    usable: list[tuple[int, FrameSource]] = []
+    for i, item in enumerate(items):
+        try:
+            usable.append((i, _as_source(item)))
+        except (OSError, ValueError) as exc:
+            skipped.append((str(item), str(exc)))
+            logger.warning("skipping %s: %s", item, exc)
+    ref_src = next((s for i, s in usable if i == reference), None)
+    if ref_src is None:
+        msg = f"{items[reference]}: the reference frame cannot be read; choose another reference"
+        raise ValueError(msg)
+    shape = tuple(ref_src.shape)
+    tile = tile or (min(256, max(32, min(shape[-2:]) // 16)))
+    kept: list[tuple[int, FrameSource]] = []
+    stats = []
+    for done, (i, src) in enumerate(usable, 1):
+        try:
+            if tuple(src.shape) != shape:
+                msg = (
+                    f"{src.path}: shape {src.shape} differs from the reference {shape}; "
+                    "register it onto the reference grid"
+                )
+                raise ValueError(msg)
+            stats.append(measure_frame(src, tile=tile))
+            kept.append((i, src))
+        except (OSError, ValueError) as exc:
+            if i == reference:
+                raise
+            skipped.append((str(src.path), str(exc)))
+            logger.warning("skipping %s: %s", src.path, exc)
+        if progress is not None:
+            progress("measure", done, len(usable))
+    ref_pos = [i for i, _ in kept].index(reference)
+    names = [str(src.path) for _, src in kept]
+    norm = compute_normalization(stats, ref_pos, normalization)
+    noise = np.stack([st.noise for st in stats])
+    info = None if frame_info is None else [frame_info[i] for i, _ in kept]
+    weights = compute_weights(weighting, noise, norm.scales, info, ref_pos, names)
+    logger.info(
+        "stacking %d frames (%d skipped), normalization=%s weighting=%s",
+        len(kept),
+        len(skipped),
+        normalization,
+        weighting,
+    )
+
+    def combine_progress(done: int, total: int) -> None:
+        if progress is not None:
+            progress("combine", done, total)
+
+    result = combine_sources(
+        [src for _, src in kept],
+        method=method,
+        offsets=norm.offsets,
+        scales=norm.scales,
+        weights=weights if weighting != "none" else None,
+        memory_limit=memory_limit,
+        scheduler=scheduler,
+        progress=combine_progress,
+        offset_maps=norm.surfaces,
+        **kernel_params,
+    )
+    params = dict(result.parameters)
+    for j, reason in params.pop("failed_sources", {}).items():
+        skipped.append((names[int(j)], f"read failed during combine: {reason}"))
+    records = [
+        FrameRecord(
+            path=names[j],
+            scale=[float(v) for v in norm.scales[j]],
+            offset=[float(v) for v in norm.offsets[j]],
+            weight=[float(v) for v in weights[j]],
+            noise=[float(v) for v in noise[j]],
+            location=[float(v) for v in stats[j].location],
+            scale_source=norm.scale_source[j],
+        )
+        for j in range(len(kept))
+    ]
+    return StackResult(
+        image=result.image,
+        rejected_low=result.rejected_low,
+        rejected_high=result.rejected_high,
+        coverage=result.count,
+        weight_map=result.weight,
+        frames=records,
+        skipped=skipped,
+        method=method,
+        method_used=result.method,
+        parameters=params,
+        normalization=normalization,
+        weighting=weighting,
+        reference=names[ref_pos],
+        tile=tile if normalization == "local" else 0,
+    )
+
+
+def write_stack(result: StackResult, out: str | Path) -> dict[str, Path]:
+    """Write the stack and its maps as FITS files, atomically.
+
+    Parameters
+    ----------
+    result : StackResult
+        From :func:`stack_frames`.
+    out : str or Path
+        A folder (files ``stack.fits``, ``rejection_low.fits``, ``rejection_high.fits``,
+        ``coverage.fits``, ``weight.fits`` inside it) or a ``.fits``/``.fit`` path for
+        the stack (maps are written beside it as ``<stem>_coverage.fits`` etc.).
+
+    Returns
+    -------
+    dict
+        ``{'stack': path, 'rejection_low': path, ...}``.
+    """
+    from astropy.io import fits
+
+    out = Path(out)
+    if out.suffix.lower() in (".fits", ".fit", ".fts"):
+        folder, stem = out.parent, out.stem
+        names = {"stack": out}
+        prefix = f"{stem}_"
+    else:
+        folder, prefix = out, ""
+        names = {"stack": out / "stack.fits"}
+    for key in ("rejection_low", "rejection_high", "coverage", "weight"):
+        names[key] = folder / f"{prefix}{key}.fits"
+    hdr = result.header()
+    arrays = {
+        "stack": result.image.astype(np.float32, copy=False),
+        "rejection_low": result.rejected_low,
+        "rejection_high": result.rejected_high,
+        "coverage": result.coverage,
+        "weight": result.weight_map.astype(np.float32, copy=False),
+    }
+    for key, path in names.items():
+        h = hdr.copy()
+        h["IMAGETYP"] = (key, "astrostack output")
+        with atomic_path(path) as tmp:
+            fits.writeto(tmp, arrays[key], header=h, overwrite=True, output_verify="fix")
+        logger.info("wrote %s", path)
+    return names

@@ -1,0 +1,451 @@
+"""Per-frame statistics and normalisation of registered lights.
+
+One pass reads each frame once, band by band (one tile row at a time, so memory does
+not depend on the frame count), and measures per channel:
+
+* ``location`` - median of a regular subsample of the finite pixels;
+* ``dispersion`` - MAD-based sigma of the same subsample (the PixInsight/Siril "scale");
+* ``noise`` - background noise: the median over tiles of each tile's sigma-clipped
+  MAD sigma, so stars, nebulae and gradients do not inflate it;
+* a coarse background grid - the sigma-clipped median of every tile - and each
+  tile's flux above that median (for the signal scale).
+
+Normalisations (``value' = value * scale + offset``, relative to the reference frame):
+
+=========================  ==================================================================
+``none``                   scale 1, offset 0
+``additive``               ``x + (m_ref - m_i)``
+``multiplicative``         ``x * m_ref / m_i``
+``additive+scale``         ``(x - m_i) * s_ref / s_i + m_ref``
+``multiplicative+scale``   ``((x - m_i) * s_ref / s_i + m_i) * m_ref / m_i`` (dispersion
+                           matched about the frame's own level, then a gain to the
+                           reference level)
+``local``                  ``(x - B_i(y, x)) * k_i + B_ref(y, x)``: the frame's background
+                           surface ``B_i`` (bilinear interpolation of the tile grid) is
+                           replaced by the reference's, which removes gradients, cloud glow
+                           and partial-coverage level differences; ``k_i`` is the *signal*
+                           scale - the median over bright tiles of the ratio of tile fluxes
+                           above background (reference / frame), which follows transparency
+                           and is insensitive to seeing - or the dispersion ratio when the
+                           field has too few bright tiles
+=========================  ==================================================================
+
+``m`` = location, ``s`` = dispersion.  Only finite pixels enter any statistic, so
+frames that cover part of the output (NaN outside the footprint) are normalised on
+the area they cover.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numba import njit, prange
+
+from ..combine.sources import FrameSource, GridSurface
+
+__all__ = [
+    "NORMALIZATIONS",
+    "FrameStats",
+    "Normalization",
+    "compute_normalization",
+    "default_tile",
+    "measure_frame",
+]
+
+logger = logging.getLogger(__name__)
+
+NORMALIZATIONS = (
+    "none",
+    "additive",
+    "multiplicative",
+    "additive+scale",
+    "multiplicative+scale",
+    "local",
+)
+_MAD = 1.482602218505602
+
+
+@njit(cache=True, fastmath=False)
+def _clipped_median_sigma(buf, n, kappa, iters):  # pragma: no cover - compiled
+    """Sigma-clipped median and MAD sigma of ``buf[:n]`` (buffer is reordered)."""
+    med = np.nan
+    sig = np.nan
+    m = n
+    for _ in range(iters):
+        if m < 3:
+            break
+        med = np.median(buf[:m])
+        dev = np.empty(m, dtype=np.float64)
+        for j in range(m):
+            dev[j] = abs(buf[j] - med)
+        sig = 1.482602218505602 * np.median(dev)
+        if not sig > 0:
+            break
+        k = 0
+        lim = kappa * sig
+        for j in range(m):
+            if abs(buf[j] - med) <= lim:
+                buf[k] = buf[j]
+                k += 1
+        if k == m:
+            break
+        m = k
+    return med, sig
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _tile_row_stats(band, smooth, tile, step, med, sig, flux, count):  # pragma: no cover
+    """Statistics of one row of tiles of ``band`` ``[rows, W]``.
+
+    Per tile column ``i``: clipped median and sigma of a ``step``-subsample of the
+    finite pixels, the sum over the finite pixels of ``smooth - median`` (flux above
+    background, from the 3x3 median-filtered band ``smooth`` so that cosmic rays and
+    hot pixels do not count) and the number of finite pixels.
+    """
+    rows, width = band.shape
+    nx = med.shape[0]
+    for i in prange(nx):
+        x0 = i * tile
+        x1 = min(x0 + tile, width)
+        buf = np.empty(((rows + step - 1) // step) * ((x1 - x0 + step - 1) // step))
+        n = 0
+        total = 0.0
+        nfin = 0
+        for y in range(rows):
+            for x in range(x0, x1):
+                v = band[y, x]
+                if np.isfinite(v):
+                    total += smooth[y, x]
+                    nfin += 1
+                    if y % step == 0 and (x - x0) % step == 0:
+                        buf[n] = v
+                        n += 1
+        count[i] = nfin
+        if n < 16:
+            med[i] = np.nan
+            sig[i] = np.nan
+            flux[i] = 0.0
+            continue
+        m, s = _clipped_median_sigma(buf, n, 3.0, 5)
+        med[i] = m
+        sig[i] = s
+        flux[i] = total - nfin * m
+
+
+def default_tile(shape: tuple[int, ...]) -> int:
+    """Background tile size for a frame shape: ``min(H, W) / 16`` clipped to [32, 256]."""
+    return int(min(256, max(32, min(shape[-2:]) // 16)))
+
+
+@dataclass
+class FrameStats:
+    """Statistics of one frame (arrays over channels ``C``; mono has ``C = 1``).
+
+    Attributes
+    ----------
+    location, dispersion, noise : ndarray
+        ``[C]`` median, MAD sigma of all finite pixels, background noise.
+    grid : ndarray
+        ``[C, ny, nx]`` sigma-clipped tile medians (NaN where a tile has too few data).
+    tile_sigma, tile_flux : ndarray
+        ``[C, ny, nx]`` tile noise and flux above the tile median.
+    tile_count : ndarray
+        ``[ny, nx]`` finite pixels per tile (channel 0).
+    coverage : float
+        Fraction of finite pixels.
+    tile : int
+        Tile size used.
+    shape : tuple
+        Frame shape.
+    """
+
+    location: np.ndarray
+    dispersion: np.ndarray
+    noise: np.ndarray
+    grid: np.ndarray
+    tile_sigma: np.ndarray
+    tile_flux: np.ndarray
+    tile_count: np.ndarray
+    coverage: float
+    tile: int
+    shape: tuple[int, ...]
+
+
+def measure_frame(
+    source: FrameSource, tile: int | None = None, samples: int = 300_000
+) -> FrameStats:
+    """Measure one frame in a single band-by-band pass.
+
+    Parameters
+    ----------
+    source : FrameSource
+        The frame (opened and closed here).
+    tile : int, optional
+        Background tile size (default :func:`default_tile`).
+    samples : int
+        Approximate size of the regular subsample for location and dispersion.
+
+    Raises
+    ------
+    ValueError
+        When the frame has no finite pixels (message names the file).
+    """
+    shape = tuple(source.shape)
+    height, width = shape[-2:]
+    channels = shape[0] if len(shape) == 3 else 1
+    tile = tile or default_tile(shape)
+    ny, nx = math.ceil(height / tile), math.ceil(width / tile)
+    stride = max(1, int(math.sqrt(height * width / samples)))
+    tile_step = max(1, int(math.sqrt(tile * tile / 8192)))
+    grid = np.full((channels, ny, nx), np.nan)
+    tsig = np.full((channels, ny, nx), np.nan)
+    tflux = np.zeros((channels, ny, nx))
+    tcount = np.zeros((channels, ny, nx), dtype=np.int64)
+    subs: list[list[np.ndarray]] = [[] for _ in range(channels)]
+    with source:
+        for j in range(ny):
+            y0, y1 = j * tile, min((j + 1) * tile, height)
+            band = source.read_rows(y0, y1)
+            planes = band[None] if band.ndim == 2 else band
+            first = (-y0) % stride
+            for c in range(channels):
+                plane = planes[c]
+                finite = np.isfinite(plane)
+                fill = np.float32(np.median(plane[finite])) if finite.any() else np.float32(0)
+                smooth = cv2.medianBlur(np.where(finite, plane, fill), 3)
+                _tile_row_stats(
+                    plane,
+                    smooth,
+                    tile,
+                    tile_step,
+                    grid[c, j],
+                    tsig[c, j],
+                    tflux[c, j],
+                    tcount[c, j],
+                )
+                sample = plane[first::stride, ::stride].ravel()
+                subs[c].append(sample[np.isfinite(sample)])
+    location = np.empty(channels)
+    dispersion = np.empty(channels)
+    noise = np.empty(channels)
+    for c in range(channels):
+        sample = np.concatenate(subs[c]) if subs[c] else np.empty(0)
+        if sample.size < 16:
+            msg = f"{source.path}: no finite pixels; the frame is empty or failed registration"
+            raise ValueError(msg)
+        location[c] = np.median(sample)
+        dispersion[c] = _MAD * np.median(np.abs(sample - location[c]))
+        full = tcount[c] >= 0.9 * tile * tile
+        sig = tsig[c][full & np.isfinite(tsig[c])]
+        noise[c] = np.median(sig) if sig.size else dispersion[c]
+    covered = float(tcount[0].sum()) / (height * width)
+    return FrameStats(
+        location=location,
+        dispersion=dispersion,
+        noise=noise,
+        grid=grid,
+        tile_sigma=tsig,
+        tile_flux=tflux,
+        tile_count=tcount[0],
+        coverage=covered,
+        tile=tile,
+        shape=shape,
+    )
+
+
+def _background_grid(stats: FrameStats) -> np.ndarray:
+    """The tile-median grid as a background model: ``[C, ny, nx]``, all finite.
+
+    Tiles less than 90 % covered (footprint edges) are replaced by a least-squares
+    plane through the valid tiles within two tiles (a linear extrapolation, so a
+    gradient continues across the footprint edge), or their mean when too few.
+    Valid tiles keep their sigma-clipped median: stars are clipped, and extended
+    signal is present (scaled) in every frame alike, so it cancels in ``local``
+    normalisation.
+    """
+    valid = stats.tile_count >= 0.9 * stats.tile * stats.tile
+    out = np.array(stats.grid, dtype=np.float64)
+    ny, nx = valid.shape
+    for c in range(out.shape[0]):
+        g = out[c]
+        ok = valid & np.isfinite(g)
+        if not ok.any():
+            g[...] = stats.location[c]
+            continue
+        holes = np.argwhere(~ok)
+        filled = g.copy()
+        for j, i in holes:
+            for radius in (2, 3, 5, max(ny, nx)):
+                j0, j1 = max(0, j - radius), min(ny, j + radius + 1)
+                i0, i1 = max(0, i - radius), min(nx, i + radius + 1)
+                jj, ii = np.nonzero(ok[j0:j1, i0:i1])
+                if jj.size:
+                    break
+            vals = g[j0:j1, i0:i1][jj, ii]
+            jj, ii = jj + j0, ii + i0
+            design = np.column_stack([np.ones(jj.size), jj - j, ii - i])
+            if jj.size >= 4 and np.linalg.matrix_rank(design) == 3:
+                coef = np.linalg.lstsq(design, vals, rcond=None)[0]
+                filled[j, i] = coef[0]
+            else:
+                filled[j, i] = vals.mean()
+        out[c] = filled
+    return out
+
+
+def _ratio_of_sums(template, flux, sigma_t, sigma_f, n_pix, min_tiles):
+    """Robust ``sum(template) / sum(flux)`` over tiles whose ratio agrees with the median.
+
+    A tile is kept when its ratio is within 3 sigma of its flux noise (plus 3 % for
+    PSF differences) of the median ratio, so bright tiles dominate and tiles with a
+    trail or a transient are dropped.  NaN when fewer than ``min_tiles`` tiles.
+    """
+    with np.errstate(all="ignore"):
+        noise_t = 1.5 * sigma_t * np.sqrt(n_pix)
+        ok = (template > 10 * noise_t) & (flux > 0) & np.isfinite(flux) & np.isfinite(template)
+    if ok.sum() < min_tiles:
+        return np.nan
+    ratio = template[ok] / flux[ok]
+    err = np.hypot(noise_t[ok] / template[ok], 1.5 * sigma_f[ok] * np.sqrt(n_pix[ok]) / flux[ok])
+    med = np.median(ratio)
+    keep = np.abs(ratio - med) <= med * (3 * err + 0.03)
+    if keep.sum() < min_tiles:
+        return float(med)
+    return float(template[ok][keep].sum() / flux[ok][keep].sum())
+
+
+def _signal_scales(stats: list[FrameStats], reference: int, min_tiles: int = 5) -> np.ndarray:
+    """Per frame and channel ``k`` with ``frame * k`` matching the reference's signal.
+
+    Tile fluxes above background are compared with a template: the median over frames
+    of the scaled tile fluxes (so a trail, satellite or cosmic-ray cluster in any one
+    frame - the reference included - does not bias anyone's scale).  Two refinement
+    rounds, then scales are made relative to the reference.  NaN where a frame has too
+    few bright, fully covered tiles.
+    """
+    ref = stats[reference]
+    n, channels = len(stats), ref.grid.shape[0]
+    area = ref.tile * ref.tile
+    flux = np.stack([st.tile_flux.reshape(channels, -1) for st in stats])  # [N, C, T]
+    sig = np.stack([st.tile_sigma.reshape(channels, -1) for st in stats])
+    count = np.stack([st.tile_count.reshape(-1) for st in stats]).astype(np.float64)  # [N, T]
+    valid = count >= 0.9 * area
+    flux = np.where(valid[:, None, :], flux, np.nan)
+    n_pix = np.maximum(count, 1)
+    k = np.ones((n, channels))
+    if n < 3:
+        template_from = [reference]
+    else:
+        template_from = list(range(n))
+    for _ in range(3):
+        with np.errstate(all="ignore"):
+            scaled = flux[template_from] * k[template_from][:, :, None]
+            template = np.nanmedian(scaled, axis=0)  # [C, T]
+            t_sigma = np.nanmedian(sig[template_from] * k[template_from][:, :, None], axis=0)
+        new = np.full((n, channels), np.nan)
+        for i in range(n):
+            for c in range(channels):
+                new[i, c] = _ratio_of_sums(
+                    template[c], flux[i, c], t_sigma[c], sig[i, c] * k[i, c], n_pix[i], min_tiles
+                )
+        if not np.all(np.isfinite(new[reference])):
+            return np.full((n, channels), np.nan)
+        k = np.where(np.isfinite(new), new, 1.0)
+    return new / new[reference][None, :]
+
+
+@dataclass
+class Normalization:
+    """Per-frame transforms ``value * scale + offset (+ surface)`` into reference units.
+
+    Attributes
+    ----------
+    method : str
+        One of :data:`NORMALIZATIONS`.
+    scales, offsets : ndarray
+        ``[N, C]``.
+    surfaces : list of GridSurface or None
+        Per-pixel offsets (``local``), else ``None``.
+    scale_source : list of str
+        Per frame: how the scale was obtained (``'signal'``, ``'dispersion'``, ``'-'``).
+    """
+
+    method: str
+    scales: np.ndarray
+    offsets: np.ndarray
+    surfaces: list[GridSurface | None] | None
+    scale_source: list[str]
+
+
+def compute_normalization(
+    stats: list[FrameStats], reference: int = 0, method: str = "local"
+) -> Normalization:
+    """Transforms that bring every frame to the reference frame's level and scale.
+
+    Parameters
+    ----------
+    stats : list of FrameStats
+        From :func:`measure_frame`, one per frame.
+    reference : int
+        Index of the reference frame in ``stats``.
+    method : str
+        One of :data:`NORMALIZATIONS`.
+    """
+    if method not in NORMALIZATIONS:
+        msg = f"normalization {method!r} unknown; use one of {', '.join(NORMALIZATIONS)}"
+        raise ValueError(msg)
+    ref = stats[reference]
+    n, channels = len(stats), ref.location.shape[0]
+    scales = np.ones((n, channels))
+    offsets = np.zeros((n, channels))
+    surfaces: list[GridSurface | None] | None = None
+    source = ["-"] * n
+    m_ref, s_ref = ref.location, ref.dispersion
+    with np.errstate(all="ignore"):
+        for i, st in enumerate(stats):
+            m, s = st.location, st.dispersion
+            if method == "additive":
+                offsets[i] = m_ref - m
+            elif method == "multiplicative":
+                scales[i] = m_ref / m
+            elif method == "additive+scale":
+                scales[i] = s_ref / s
+                offsets[i] = m_ref - m * scales[i]
+                source[i] = "dispersion"
+            elif method == "multiplicative+scale":
+                k = s_ref / s
+                gain = m_ref / m
+                scales[i] = k * gain
+                offsets[i] = (m - m * k) * gain
+                source[i] = "dispersion"
+        if method == "local":
+            surfaces = []
+            b_ref = _background_grid(ref)
+            signal = _signal_scales(stats, reference)
+            for i, st in enumerate(stats):
+                k = np.ones(channels) if i == reference else signal[i]
+                disp = s_ref / st.dispersion
+                source[i] = "reference" if i == reference else "signal"
+                if not np.all(np.isfinite(k)):
+                    source[i] = "dispersion"
+                    k = np.where(np.isfinite(k), k, disp)
+                scales[i] = k
+                if i == reference:
+                    surfaces.append(None)
+                    continue
+                grid = b_ref - k[:, None, None] * _background_grid(st)
+                surf_grid = grid[0] if len(ref.shape) == 2 else grid
+                surfaces.append(GridSurface(surf_grid, ref.tile, tuple(ref.shape[-2:])))
+    if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets))) or np.any(scales <= 0):
+        bad = sorted({int(i) for i in np.nonzero(~np.isfinite(scales).all(axis=1))[0]})
+        bad += [int(i) for i in np.nonzero((scales <= 0).any(axis=1))[0]]
+        msg = (
+            f"normalization {method!r} is undefined for frames {sorted(set(bad))} (zero or "
+            "negative level/dispersion); use 'additive' or check those frames"
+        )
+        raise ValueError(msg)
+    return Normalization(method, scales, offsets, surfaces, source)
