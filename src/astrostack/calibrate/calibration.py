@@ -259,15 +259,19 @@ def dark_scale_factor(
     return 1.0
 
 
-def _data(m: Master | np.ndarray | None) -> np.ndarray | None:
+def _data(m: Master | np.ndarray | float | None, shape: tuple[int, ...]) -> np.ndarray | None:
     if m is None:
         return None
-    return m.data if isinstance(m, Master) else np.asarray(m, dtype=np.float32)
+    if isinstance(m, Master):
+        return m.data
+    if np.ndim(m) == 0:  # a constant offset (black level)
+        return np.full(shape, float(m), dtype=np.float32)
+    return np.asarray(m, dtype=np.float32)
 
 
 def calibrate_light(
     frame: Frame,
-    bias: Master | np.ndarray | None = None,
+    bias: Master | np.ndarray | float | None = None,
     dark: Master | np.ndarray | None = None,
     flat: Master | np.ndarray | None = None,
     defects: DefectMap | np.ndarray | None = None,
@@ -283,8 +287,8 @@ def calibrate_light(
     ----------
     frame : Frame
         The light (float32 ``[y, x]`` mono/CFA or ``[c, y, x]``).
-    bias : Master or numpy.ndarray or None
-        Master offset.
+    bias : Master or numpy.ndarray or float or None
+        Master offset, or a constant offset in ADU (black level).
     dark : Master or numpy.ndarray or None
         Master dark.  A :class:`Master` says whether it still includes the offset
         (``includes_bias``); a bare array is taken to include it when *bias* is None and to be
@@ -317,9 +321,9 @@ def calibrate_light(
     if cfa is None:
         cfa = frame.meta.bayer is not None and frame.data.ndim == 2
     light = frame.data
-    b = _data(bias)
-    d = _data(dark)
-    f = _data(flat)
+    b = _data(bias, light.shape)
+    d = _data(dark, light.shape)
+    f = _data(flat, light.shape)
     steps: list[str] = []
 
     if isinstance(dark_scale, str) and dark_scale not in ("exposure", "optimize"):
@@ -412,7 +416,7 @@ def calibrate_light(
 
 def defects_for_lights(
     sample: Frame,
-    bias: Master | np.ndarray | None = None,
+    bias: Master | np.ndarray | float | None = None,
     dark: Master | np.ndarray | None = None,
     flat: Master | np.ndarray | None = None,
     cfa: bool | None = None,
@@ -446,8 +450,8 @@ def defects_for_lights(
     """
     if cfa is None:
         cfa = sample.meta.bayer is not None and sample.data.ndim == 2
-    d = _data(dark)
-    f = _data(flat)
+    d = _data(dark, sample.data.shape)
+    f = _data(flat, sample.data.shape)
     if d is not None and d.ndim != 2:
         d = None  # RGB frames: no mosaic defect map from a 3-plane dark
     if f is not None and f.ndim != 2:

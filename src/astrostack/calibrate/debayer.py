@@ -14,8 +14,10 @@ Methods
     implemented here from the published description: vertical/horizontal and diagonal
     direction strengths from high-pass filters of the raw mosaic, green interpolated along
     the flatter direction with a local low-pass *ratio* correction, then red and blue from
-    colour differences along the flatter diagonal/cardinal direction.  Round stars, low
-    colour fringing.  The outer 4 pixels use bilinear interpolation.
+    colour differences along the flatter diagonal/cardinal direction.  Round stars, about
+    half the colour fringing of bilinear; but it does not conserve each channel's flux on
+    small coloured stars (use bilinear or superpixel for star photometry/colour), and its
+    per-pixel noise is higher.  The outer 4 pixels use bilinear interpolation.
 ``'superpixel'``
     One RGB pixel per 2×2 cell (half resolution); see :func:`astrostack.calibrate.superpixel`.
 
@@ -151,19 +153,19 @@ def _fill_nans_kernel(cfa, cidx, fallback, out):  # pragma: no cover - compiled
 
 
 def fill_cfa_nans(mosaic: np.ndarray, pattern: str) -> np.ndarray:
-    """Replace NaN samples of a mosaic by the mean of nearby finite samples of the same colour.
+    """Replace non-finite samples by the mean of nearby finite samples of the same colour.
 
     Parameters
     ----------
     mosaic : numpy.ndarray
-        2-D CFA mosaic with NaN marking missing samples (defects, borders).
+        2-D CFA mosaic with NaN (or inf) marking missing samples (defects, borders).
     pattern : str
         Bayer pattern.
 
     Returns
     -------
     numpy.ndarray
-        New float32 mosaic without NaN.  Each NaN becomes the mean of the finite samples of
+        New float32 mosaic without NaN/inf.  Each becomes the mean of the finite samples of
         its colour within 5×5 (else 9×9); beyond that, the median of that colour.  The
         result is colour-neutral: a defect replaced this way leaves no coloured speck after
         debayering.
@@ -399,7 +401,7 @@ def _auto_pedestal(arr: np.ndarray) -> float:
     pedestal = 0.0
     for dy in (0, 1):
         for dx in (0, 1):
-            sample = arr[dy::6, dx::6]  # same colour, one sample in 9
+            sample = arr[dy::6, dx::6]  # one colour: every 3rd sample of its sub-lattice
             sample = sample[np.isfinite(sample)]
             if sample.size == 0:
                 continue
@@ -429,20 +431,23 @@ def debayer(
     method : {'rcd', 'bilinear', 'superpixel'}
         Demosaicing algorithm (see the module docstring).
     keep_nan : bool
-        If True, pixels that are NaN in the mosaic are NaN in all output channels (no data);
-        otherwise they are filled.  Either way NaN never spreads to neighbours.
+        If True, pixels that are NaN (or inf) in the mosaic are NaN in all output channels
+        (no data); otherwise they are filled (:func:`fill_cfa_nans`).  Either way they never
+        spread to neighbours.
     pedestal : float, optional
         RCD only: constant added before and removed after interpolation so that the ratio
         correction sees positive data.  ``None`` chooses it automatically (0 for data whose
         median is well above zero).
     band_rows : int
-        RCD only: rows per parallel band (memory per thread is about ``10 × (band_rows + 32)
+        RCD only: rows per parallel band (memory per thread is about ``8 × (band_rows + 32)
         × width × 4`` bytes).  Does not change the result.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``[3, y, x]`` (R, G, B), or ``[3, y // 2, x // 2]`` for ``'superpixel'``.
+        float32 ``[3, y, x]`` (R, G, B), or ``[3, y // 2, x // 2]`` for ``'superpixel'``
+        (cell ``(j, i)`` centred at mosaic ``(2j + 0.5, 2i + 0.5)``; NaN samples give NaN in
+        R or B, while a NaN green uses the cell's other green).
 
     Raises
     ------
@@ -455,11 +460,13 @@ def debayer(
     if meth not in DEBAYER_METHODS:
         msg = f"debayer: unknown method {method!r}; use one of {', '.join(DEBAYER_METHODS)}"
         raise ValueError(msg)
-    if meth == "superpixel":
-        return superpixel(arr, pattern)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     nan_mask = ~np.isfinite(arr)
     has_nan = bool(nan_mask.any())
+    if meth == "superpixel":
+        if has_nan:
+            arr = np.where(nan_mask, np.float32(np.nan), arr) if keep_nan else _fill_nans(arr, cidx)
+        return superpixel(arr, pattern)
     work = _fill_nans(arr, cidx) if has_nan else arr
     h, w = work.shape
     out = np.empty((3, h, w), dtype=np.float32)

@@ -13,11 +13,7 @@ reused by :func:`load_or_build_master` while that hash is unchanged.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import tempfile
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +23,16 @@ import numpy as np
 
 from astrostack.io import FrameMeta, FrameReadError, read_frame, write_fits
 
+from .master_inputs import (
+    _combine,
+    _common_meta,
+    _plane_factor_image,
+    _scan_frames,
+    astrostack_version,
+    inputs_hash,
+    plane_levels,
+)
+
 __all__ = [
     "MASTER_KINDS",
     "Master",
@@ -34,9 +40,7 @@ __all__ = [
     "build_master_dark",
     "build_master_darkflat",
     "build_master_flat",
-    "inputs_hash",
     "load_or_build_master",
-    "plane_levels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,16 +60,6 @@ _DEFAULT_METHOD = {
     "darkflat": "winsorized",
     "flat": "winsorized",
 }
-_FITS_SUFFIXES = (".fits", ".fit", ".fts")
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("astrostack")
-    except Exception:  # pragma: no cover - not installed
-        return "unknown"
 
 
 @dataclass
@@ -102,6 +96,8 @@ class Master:
         Frames left out, with the reason.
     path : Path or None
         File the master was written to or loaded from.
+    reused : bool
+        True when :func:`load_or_build_master` reused an existing file.
     """
 
     data: np.ndarray
@@ -117,6 +113,7 @@ class Master:
     inputs: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     path: Path | None = None
+    reused: bool = False
 
     def __post_init__(self) -> None:
         if self.data.dtype != np.float32:
@@ -196,258 +193,6 @@ class Master:
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# provenance
-# ---------------------------------------------------------------------------------------------
-
-
-def inputs_hash(paths: Sequence[str | Path], params: dict[str, Any]) -> str:
-    """SHA-256 of the inputs' resolved paths, sizes and modification times, and *params*.
-
-    Parameters
-    ----------
-    paths : sequence of path
-        Input frames (missing files hash as missing).
-    params : dict
-        JSON-serialisable parameters (method, thresholds, hashes of masters used, ...).
-
-    Returns
-    -------
-    str
-        64 hex digits.
-    """
-    items = []
-    for p in sorted(str(Path(p).resolve()) for p in paths):
-        try:
-            st = Path(p).stat()
-            items.append([p, st.st_size, st.st_mtime_ns])
-        except OSError:
-            items.append([p, None, None])
-    blob = json.dumps({"inputs": items, "params": params, "version": _version()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# frame checks and preprocessing
-# ---------------------------------------------------------------------------------------------
-
-
-def plane_levels(data: np.ndarray, cfa: bool, max_samples: int = 250_000) -> np.ndarray:
-    """Median level of each CFA plane (``[y%2, x%2]`` order), of each channel, or of the image.
-
-    Parameters
-    ----------
-    data : numpy.ndarray
-        ``[y, x]`` or ``[c, y, x]`` image.
-    cfa : bool
-        True for a 2-D Bayer mosaic: four levels, one per 2x2 sub-lattice.
-    max_samples : int
-        Approximate samples per plane.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 levels: 4 for a mosaic, ``c`` for ``[c, y, x]``, 1 otherwise.
-    """
-    if data.ndim == 3:
-        planes = [data[c] for c in range(data.shape[0])]
-    elif cfa:
-        planes = [data[i::2, j::2] for i in range(2) for j in range(2)]
-    else:
-        planes = [data]
-    out = []
-    for p in planes:
-        v = p.ravel()
-        step = max(1, v.size // max_samples)
-        v = v[::step]
-        v = v[np.isfinite(v)]
-        out.append(float(np.median(v)) if v.size else np.nan)
-    return np.asarray(out)
-
-
-def _plane_factor_image(factors: np.ndarray, shape: tuple[int, ...], cfa: bool) -> np.ndarray:
-    """Per-pixel multiplier that applies one factor per CFA plane / channel (broadcastable)."""
-    if len(shape) == 3:
-        return factors.astype(np.float32).reshape(-1, 1, 1)
-    if cfa:
-        tile = factors.astype(np.float32).reshape(2, 2)
-        reps = (-(-shape[0] // 2), -(-shape[1] // 2))
-        return np.tile(tile, reps)[: shape[0], : shape[1]]
-    return np.full((1, 1), factors[0], dtype=np.float32)
-
-
-@dataclass
-class _Good:
-    path: Path
-    meta: FrameMeta
-    levels: np.ndarray | None = None
-
-
-class _PreparedSource:
-    """Band reader that subtracts a calibration image and applies per-plane factors.
-
-    Wraps a combine-engine source; ``read_rows`` returns ``(band - pre) * factor``.
-    """
-
-    def __init__(self, inner: Any, pre: np.ndarray | None, factor: np.ndarray | None):
-        self.inner = inner
-        self.pre = pre
-        self.factor = factor
-        self.shape = tuple(inner.shape)
-        self.path = getattr(inner, "path", None)
-
-    def open(self) -> _PreparedSource:
-        self.inner.open()
-        return self
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __enter__(self) -> _PreparedSource:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def read_rows(self, y0: int, y1: int, out: np.ndarray | None = None) -> np.ndarray:
-        band = self.inner.read_rows(y0, y1, out=out)
-        if self.pre is not None:
-            band -= self.pre[..., y0:y1, :]
-        if self.factor is not None:
-            f = self.factor
-            band *= f[..., y0:y1, :] if f.shape[-2] > 1 else f
-        return band
-
-
-def _scan_frames(
-    paths: Sequence[str | Path],
-    kind: str,
-    pre: np.ndarray | None = None,
-    levels_cfa: bool | None = None,
-) -> tuple[list[_Good], list[tuple[Path, str]], tuple[int, ...]]:
-    """Read each frame once (one at a time): keep the readable ones of the common size.
-
-    With *levels_cfa* not None the robust level of ``frame - pre`` is measured per plane
-    (flats).  Returns the good frames, the skipped ones with reasons and the common shape.
-    """
-    skipped: list[tuple[Path, str]] = []
-    seen: list[_Good] = []
-    for p in paths:
-        p = Path(p)
-        try:
-            frame = read_frame(p)
-        except FrameReadError as exc:
-            skipped.append((p, exc.reason))
-            logger.warning("skipping %s %s: %s", kind, p, exc.reason)
-            continue
-        except Exception as exc:  # any reader failure must not kill the master
-            reason = f"cannot be read ({type(exc).__name__}: {exc}); check or remove the file"
-            skipped.append((p, reason))
-            logger.warning("skipping %s %s: %s", kind, p, reason)
-            continue
-        good = _Good(path=p, meta=frame.meta)
-        if levels_cfa is not None:
-            data = frame.data
-            if pre is not None and pre.shape == data.shape:
-                data = data - pre
-            good.levels = plane_levels(data, levels_cfa)
-        seen.append(good)
-        del frame
-    if not seen:
-        return [], skipped, ()
-    counts = Counter(tuple(g.meta.shape) for g in seen)
-    shape = counts.most_common(1)[0][0]
-    good_frames = []
-    for g in seen:
-        if tuple(g.meta.shape) != shape:
-            reason = (
-                f"size {'x'.join(map(str, g.meta.shape))} differs from the other {kind} frames' "
-                f"{'x'.join(map(str, shape))}; remove it or put it in its own folder"
-            )
-            skipped.append((g.path, reason))
-            logger.warning("skipping %s %s: %s", kind, g.path, reason)
-        else:
-            good_frames.append(g)
-    # Darks and flats of one master share an exposure; bias exposures are ~0 and may vary.
-    if kind in ("dark", "darkflat") and good_frames:
-        exps = [g.meta.exposure for g in good_frames if g.meta.exposure]
-        if exps:
-            ref = float(np.median(exps))
-            kept = []
-            for g in good_frames:
-                e = g.meta.exposure
-                if e and ref > 0 and abs(e - ref) > 0.05 * ref:
-                    reason = (
-                        f"exposure {e:g}s differs from the other {kind} frames' {ref:g}s; "
-                        "put darks of each exposure in their own folder"
-                    )
-                    skipped.append((g.path, reason))
-                    logger.warning("skipping %s %s: %s", kind, g.path, reason)
-                else:
-                    kept.append(g)
-            good_frames = kept
-    return good_frames, skipped, shape
-
-
-def _make_source(path: Path, shape: tuple[int, ...], tmpdir: Path) -> Any:
-    """A combine-engine source for *path*: FITS read in bands, other formats via a .npy copy."""
-    from astrostack.combine import FitsSource, NpySource
-
-    if path.suffix.lower() in _FITS_SUFFIXES:
-        try:
-            src = FitsSource(path)
-            if tuple(src.shape) == tuple(shape):
-                return src
-        except (OSError, ValueError) as exc:
-            logger.debug("%s: no band reader (%s); decoding to .npy", path, exc)
-    frame = read_frame(path)
-    npy = tmpdir / f"{len(list(tmpdir.iterdir())):05d}.npy"
-    np.save(npy, np.ascontiguousarray(frame.data, dtype=np.float32))
-    return NpySource(npy)
-
-
-def _combine(
-    good: list[_Good],
-    kind: str,
-    method: str,
-    pre: np.ndarray | None,
-    scales: list[float] | None,
-    factors: list[np.ndarray | None] | None,
-    memory_limit: int | str | None,
-    combine_options: dict[str, Any],
-) -> np.ndarray:
-    from astrostack.combine import combine_sources
-
-    kwargs = dict(combine_options)
-    if memory_limit is not None:
-        kwargs["memory_limit"] = memory_limit
-    if scales is not None:
-        kwargs["scales"] = np.asarray(scales, dtype=np.float64)
-    with tempfile.TemporaryDirectory(prefix=f"astrostack-{kind}-") as tmp:
-        sources = []
-        for i, g in enumerate(good):
-            inner = _make_source(g.path, tuple(g.meta.shape), Path(tmp))
-            factor = factors[i] if factors is not None else None
-            sources.append(_PreparedSource(inner, pre, factor))
-        result = combine_sources(sources, method=method, **kwargs)
-    failed = result.parameters.get("failed_sources") or {}
-    for i, reason in failed.items():
-        logger.warning("%s %s could not be read completely: %s", kind, good[i].path, reason)
-    return np.asarray(result.image, dtype=np.float32)
-
-
-def _common_meta(good: list[_Good]) -> dict[str, Any]:
-    exps = [g.meta.exposure for g in good if g.meta.exposure is not None]
-    temps = [g.meta.temperature for g in good if g.meta.temperature is not None]
-    bayers = Counter(g.meta.bayer for g in good)
-    return {
-        "exposure": float(np.median(exps)) if exps else None,
-        "temperature": float(np.mean(temps)) if temps else None,
-        "bayer": bayers.most_common(1)[0][0],
-        "meta": good[0].meta,
-    }
-
-
 def _header(kind: str, n: int, method: str, common: dict, digest: str, extra: dict) -> dict:
     meta: FrameMeta = common["meta"]
     h: dict[str, Any] = {
@@ -456,7 +201,7 @@ def _header(kind: str, n: int, method: str, common: dict, digest: str, extra: di
         "NCOMBINE": n,
         "ASMETHOD": method,
         "ASHASH": digest,
-        "ASVERS": _version(),
+        "ASVERS": astrostack_version(),
         "XBINNING": int(meta.binning[1]),
         "YBINNING": int(meta.binning[0]),
     }
@@ -503,7 +248,7 @@ def _params(
     sigma_low: float = 3.0,
     sigma_high: float = 3.0,
     combine_options: dict[str, Any] | None = None,
-    master_bias: Master | None = None,
+    master_bias: Master | float | None = None,
     master_darkflat: Master | None = None,
     master_dark: Master | None = None,
     cfa: bool | None = None,
@@ -514,11 +259,33 @@ def _params(
         "kind": kind,
         "method": method or _DEFAULT_METHOD[kind],
         **_options(sigma_low, sigma_high, combine_options),
-        "bias": master_bias.digest if master_bias is not None else None,
-        "darkflat": master_darkflat.digest if master_darkflat is not None else None,
-        "dark": master_dark.digest if master_dark is not None else None,
+        "bias": _digest(master_bias),
+        "darkflat": _digest(master_darkflat),
+        "dark": _digest(master_dark),
         "cfa": cfa,
     }
+
+
+def _digest(master: Master | float | None) -> str | None:
+    if master is None:
+        return None
+    if isinstance(master, Master):
+        return master.digest
+    return f"constant:{float(master):g}"
+
+
+def _as_bias(master_bias: Master | float | None, shape: tuple[int, ...]) -> Master | None:
+    """A constant offset (black level, ADU) as a master offset of the frames' shape."""
+    if master_bias is None or isinstance(master_bias, Master):
+        return master_bias
+    value = float(master_bias)
+    return Master(
+        data=np.full(shape, value, dtype=np.float32),
+        kind="bias",
+        n_frames=0,
+        digest=_digest(value),
+        header={"ASCONST": value},
+    )
 
 
 def _options(sigma_low: float, sigma_high: float, combine_options: dict | None) -> dict:
@@ -586,7 +353,7 @@ def build_master_bias(
 
 def build_master_dark(
     paths: Sequence[str | Path],
-    master_bias: Master | None = None,
+    master_bias: Master | float | None = None,
     method: str = "winsorized",
     sigma_low: float = 3.0,
     sigma_high: float = 3.0,
@@ -601,8 +368,9 @@ def build_master_dark(
     paths : sequence of path
         Dark frames of one exposure.  Unreadable frames, frames of another size and frames
         of another exposure are skipped (logged).
-    master_bias : Master or None
-        Master offset.  With it the master dark holds the thermal signal only and can be
+    master_bias : Master or float or None
+        Master offset, or a constant offset in ADU (black level stated by the camera).
+        With it the master dark holds the thermal signal only and can be
         scaled to other exposures; without it the master keeps the offset
         (``includes_bias=True``) and only suits lights of the same exposure.
     method : str
@@ -627,6 +395,7 @@ def build_master_dark(
     good, skipped, shape = _scan_frames(paths, kind)
     if not good:
         raise _no_frames(kind, paths, skipped)
+    master_bias = _as_bias(master_bias, shape)
     _check_master(master_bias, shape, kind)
     pre = master_bias.data if master_bias is not None else None
     params = _params(kind, method, sigma_low, sigma_high, combine_options, master_bias)
@@ -734,7 +503,7 @@ def _flat_pre(
 
 def build_master_flat(
     paths: Sequence[str | Path],
-    master_bias: Master | None = None,
+    master_bias: Master | float | None = None,
     master_darkflat: Master | None = None,
     master_dark: Master | None = None,
     method: str = "winsorized",
@@ -759,7 +528,8 @@ def build_master_flat(
         Flat frames.  Unreadable frames, frames of another size and frames with no signal are
         skipped (logged).
     master_bias, master_darkflat, master_dark : Master or None
-        Calibration of the flats (see above).
+        Calibration of the flats (see above); *master_bias* may also be a constant offset
+        in ADU (black level stated by the camera).
     method : str
         Combine method (``'winsorized'`` default).
     sigma_low, sigma_high : float
@@ -784,6 +554,7 @@ def build_master_flat(
     common = _common_meta(probe)
     if cfa is None:
         cfa = common["bayer"] is not None and len(shape) == 2
+    master_bias = _as_bias(master_bias, shape)
     pre, pre_what = _flat_pre(shape, common["exposure"], master_bias, master_darkflat, master_dark)
     good, skipped, shape = _scan_frames([g.path for g in probe], "flat", pre, cfa)
     skipped = skipped0 + skipped
@@ -908,6 +679,7 @@ def load_or_build_master(
             expected = inputs_hash(paths, _params(kind, **kwargs))
             if old.kind == kind and expected == old.digest:
                 logger.info("reusing master %s %s (inputs and parameters unchanged)", kind, output)
+                old.reused = True
                 return old
             logger.info("master %s %s is out of date; rebuilding", kind, output)
     master = _BUILDERS[kind](paths, **kwargs)

@@ -490,14 +490,16 @@ def _run_distributed(sources, bands, args, asm, progress, address: str, numba_th
                 per_host[w.get("host", "")] = per_host.get(w.get("host", ""), 0) + w["nthreads"]
             numba_threads = max(1, (os.cpu_count() or 1) // max(per_host.values(), default=1))
         [src_future] = client.scatter([sources], broadcast=False)
-        futures = as_completed()
+
+        def submit(band):
+            return client.submit(
+                _band_task, src_future, band[0], band[1], *args, numba_threads, pure=False
+            )
+
         # up to 2 tasks per worker thread in flight, then one more per completion
         pending = iter(bands)
-        for _ in range(min(2 * slots, len(bands))):
-            y0, y1 = next(pending)
-            futures.add(
-                client.submit(_band_task, src_future, y0, y1, *args, numba_threads, pure=False)
-            )
+        first = [submit(next(pending)) for _ in range(min(2 * slots, len(bands)))]
+        futures = as_completed(first)
         done = 0
         for fut in futures:
             item = fut.result()
@@ -506,8 +508,4 @@ def _run_distributed(sources, bands, args, asm, progress, address: str, numba_th
             _collect(asm, item, progress, done, len(bands))
             nxt = next(pending, None)
             if nxt is not None:
-                futures.add(
-                    client.submit(
-                        _band_task, src_future, nxt[0], nxt[1], *args, numba_threads, pure=False
-                    )
-                )
+                futures.add(submit(nxt))

@@ -253,6 +253,8 @@ class Combiner:
             n_planes = 1
             q = rows
             out_start = np.array([y0], dtype=np.int64)
+        positive = wframe[np.isfinite(wframe) & (wframe > 0)]
+        uniform = not use_pix and (positive.size == 0 or bool(np.all(positive == positive[0])))
         stack3 = arr.reshape(n, n_planes, q)
         wpix3 = wpix.reshape(n, n_planes, q) if use_pix else wpix
         combine_pixels(
@@ -260,6 +262,7 @@ class Combiner:
             wframe,
             wpix3,
             use_pix,
+            uniform,
             METHOD_CODES[self.method],
             self._fpar(),
             self._ipar(),
@@ -416,15 +419,17 @@ class WinsorizedSigmaClipCombine(Combiner):
     sigma.  Then values below ``m - sigma_low*sigma`` or above ``m + sigma_high*sigma``
     are rejected.  Passes repeat until nothing changes or ``maxiters``.  At least
     ``min_kept`` values are kept: when a pass would go below that, only the most
-    deviant are rejected and clipping stops.
+    deviant are rejected and clipping stops.  If the cutoff collapses sigma to 0 (a
+    tight core of nearly equal values, small N) the pass is redone without it.
 
     Each winsorization restarts from the original values (the M-estimator's fixed
     point) rather than re-clipping the already clipped ones as Siril and PixInsight do:
     cumulative clipping biases sigma low for small N (-5 % at N=20), which rejects
-    3x too many good values.
-    Centring on the Huber (winsorized) mean rather than the median, as PixInsight does,
-    rejects fewer good values than Siril's median centre: on Gaussian noise with N=20
-    the combined noise is within ~2 % of ``sigma / sqrt(N)``.
+    2-3x too many good values.  Centring on the Huber (winsorized) mean, as PixInsight
+    does, rejects fewer good values than Siril's median centre.  Measured on Gaussian
+    noise with N=20: 0.5 % of values rejected, combined noise 1.4 % above
+    ``sigma / sqrt(N)``; with a 5 sigma cutoff, 15 % of values hit by +50 sigma events
+    leave 0.2 % bad pixels (6.5 % without the cutoff).
     """
 
     sigma_low: float = 3.0
@@ -627,12 +632,15 @@ class AutoCombine:
     ====  ==========================  ==========================  ===================
     N     winsorized                  esd                         linear_fit (5/2.5)
     ====  ==========================  ==========================  ===================
-    6     1.046, 0.06 % bad           1.033, 1.2 % bad            1.007, 16.5 % bad
-    12    1.027, 0.00 % bad           1.041, 0.04 % bad           1.044, 5.0 % bad
-    20    1.022, 0.00 % bad           1.025, 0.00 % bad           1.103, 2.0 % bad
-    30    1.023, 0.00 % bad           1.016, 0.00 % bad           1.143, 0.2 % bad
-    50    1.021, 0.01 % bad           1.010, 0.01 % bad           1.217, 0.07 % bad
+    6     1.048, 0.06 % bad           1.033, 1.2 % bad            1.011, 16.6 % bad
+    12    1.028, 0.01 % bad           1.040, 0.04 % bad           1.056, 4.8 % bad
+    20    1.014, 0.00 % bad           1.019, 0.00 % bad           1.095, 2.0 % bad
+    30    1.022, 0.00 % bad           1.013, 0.00 % bad           1.143, 0.2 % bad
+    50    1.022, 0.00 % bad           1.012, 0.00 % bad           1.211, 0.03 % bad
     ====  ==========================  ==========================  ===================
+
+    (Classic sigma clipping: 1.004-1.018 on clean data but 0.9-16 % bad pixels with the
+    hits, because each hit inflates the std it is measured against.)
 
     Linear fit clipping with Siril's 5 / 2.5 thresholds rejects 5-10 % of clean values
     (a line fitted to sorted Gaussian values misses the tails by several mean absolute

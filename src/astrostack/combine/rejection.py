@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .stats import median_inplace, sort_pairs, sorted_mad, sorted_median
+from .stats import median_inplace, sort_pairs, sort_values, sorted_mad, sorted_median
 
 __all__ = [
     "FP_CUTOFF",
@@ -114,23 +114,6 @@ def esd_critical_values(n_frames: int, outlier_fraction: float, significance: fl
 
 
 @njit(cache=True, fastmath=False)
-def _mean_std(v, lo, hi, ddof):  # pragma: no cover - compiled
-    """Mean and std of ``v[lo:hi]`` in float64 (two passes)."""
-    n = hi - lo
-    s = 0.0
-    for k in range(lo, hi):
-        s += v[k]
-    mean = s / n
-    ss = 0.0
-    for k in range(lo, hi):
-        d = v[k] - mean
-        ss += d * d
-    if n - ddof <= 0:
-        return mean, 0.0
-    return mean, np.sqrt(ss / (n - ddof))
-
-
-@njit(cache=True, fastmath=False)
 def _count_below(v, lo, hi, bound):  # pragma: no cover - compiled
     """Number of leading values of the sorted ``v[lo:hi]`` strictly below ``bound``."""
     k = lo
@@ -180,12 +163,60 @@ def _limit_ends(v, lo, hi, n_lo, n_hi, centre, scale_lo, scale_hi, min_kept):  #
 
 
 @njit(cache=True, fastmath=False)
-def _reject_sigma(v, lo, hi, sl, sh, maxiters, stdfunc):  # pragma: no cover - compiled
+def _build_cumsums(v, n, c1, c2):  # pragma: no cover - compiled
+    """Centred running sums of the sorted ``v[:n]``; returns the reference value.
+
+    With ``d = v - ref`` (``ref`` = the middle value), ``c1[b] - c1[a]`` and
+    ``c2[b] - c2[a]`` are the sums of ``d`` and ``d**2`` over ``v[a:b]``.  The sums run
+    outwards from the middle, so a range around the centre never subtracts the large
+    partial sums of far outliers (no cancellation).
+    """
+    m = n >> 1
+    ref = np.float64(v[m])
+    c1[m] = 0.0
+    c2[m] = 0.0
+    for k in range(m, n):
+        d = np.float64(v[k]) - ref
+        c1[k + 1] = c1[k] + d
+        c2[k + 1] = c2[k] + d * d
+    for k in range(m - 1, -1, -1):
+        d = np.float64(v[k]) - ref
+        c1[k] = c1[k + 1] - d
+        c2[k] = c2[k + 1] - d * d
+    return ref
+
+
+@njit(cache=True, fastmath=False)
+def _first_ge(v, lo, hi, x):  # pragma: no cover - compiled
+    """First index in ``[lo, hi]`` of the sorted ``v`` with ``v[k] >= x`` (bisection)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, fastmath=False)
+def _first_gt(v, lo, hi, x):  # pragma: no cover - compiled
+    """First index in ``[lo, hi]`` of the sorted ``v`` with ``v[k] > x`` (bisection)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, fastmath=False)
+def _reject_sigma(v, lo, hi, c1, c2, ref, sl, sh, maxiters, stdfunc):  # pragma: no cover
     """astropy-compatible iterative sigma clipping on the sorted ``v[lo:hi]``.
 
-    Centre = median, scale = population std (``stdfunc`` 0) or MAD std (1); keeps
-    ``median - sl*std <= v <= median + sh*std``; repeats until nothing changes or
-    ``maxiters`` passes.  Returns the kept range.
+    Centre = median, scale = population std (``stdfunc`` 0, from the running sums) or
+    MAD std (1); keeps ``median - sl*std <= v <= median + sh*std``; repeats until
+    nothing changes or ``maxiters`` passes.  Returns the kept range.
     """
     for _ in range(maxiters):
         n = hi - lo
@@ -195,7 +226,9 @@ def _reject_sigma(v, lo, hi, sl, sh, maxiters, stdfunc):  # pragma: no cover - c
         if stdfunc == 1:
             std = 1.482602218505602 * sorted_mad(v, lo, hi, med)
         else:
-            _, std = _mean_std(v, lo, hi, 0)
+            s = c1[hi] - c1[lo]
+            var = (c2[hi] - c2[lo] - s * s / n) / n
+            std = np.sqrt(var) if var > 0.0 else 0.0
         nl = _count_below(v, lo, hi, med - sl * std)
         nh = _count_above(v, lo + nl, hi, med + sh * std)
         if nl == 0 and nh == 0:
@@ -206,17 +239,7 @@ def _reject_sigma(v, lo, hi, sl, sh, maxiters, stdfunc):  # pragma: no cover - c
 
 
 @njit(cache=True, fastmath=False)
-def _winsorize(x, loc, t0, t1, c0, c1):  # pragma: no cover - compiled
-    """Huber's winsorization of one value; beyond the cutoff ``[c0, c1]`` -> ``loc``."""
-    if x < t0:
-        return t0 if x > c0 else loc
-    if x > t1:
-        return t1 if x < c1 else loc
-    return x
-
-
-@njit(cache=True, fastmath=False)
-def _huber_winsorized(v, lo, hi, cutoff):  # pragma: no cover - compiled
+def _huber_winsorized(v, lo, hi, c1, c2, ref, cutoff):  # pragma: no cover - compiled
     """Huber location and scale of the sorted ``v[lo:hi]`` by iterated winsorization.
 
     Starts from the median and the MAD sigma; each step winsorizes the *original* values
@@ -224,57 +247,70 @@ def _huber_winsorized(v, lo, hi, cutoff):  # pragma: no cover - compiled
     sample std of the winsorized values (1.134 makes it consistent for a Gaussian),
     until sigma changes by < 0.05 %: the fixed point of Huber's proposal 2.  With
     ``cutoff > 0``, values beyond ``cutoff`` sigma are replaced by the location instead
-    of the bound, so gross outliers do not pull the estimate.  Returns
-    ``(location, sigma)``.
+    of the bound, so gross outliers do not pull the estimate.  The values being sorted,
+    each step is O(log n): bisection for the clip points and running sums for the
+    unclipped middle.  Returns ``(location, sigma)``.
     """
     n = hi - lo
     loc = sorted_median(v, lo, hi)
     sigma = 1.482602218505602 * sorted_mad(v, lo, hi, loc)
     if sigma <= 0.0:
         # more than half the values are equal: fall back to the sample std
-        _, sigma = _mean_std(v, lo, hi, 1)
+        s = c1[hi] - c1[lo]
+        var = (c2[hi] - c2[lo] - s * s / n) / (n - 1)
+        sigma = np.sqrt(var) if var > 0.0 else 0.0
     for it in range(_WINSOR_MAX_INNER):
         if sigma <= 0.0:
             break
         t0 = loc - _WINSOR_CLIP * sigma
         t1 = loc + _WINSOR_CLIP * sigma
-        c0 = loc - cutoff * sigma if cutoff > 0.0 else -np.inf
-        c1 = loc + cutoff * sigma if cutoff > 0.0 else np.inf
-        s = 0.0
-        for k in range(lo, hi):
-            s += _winsorize(np.float64(v[k]), loc, t0, t1, c0, c1)
+        if cutoff > 0.0:
+            a_c = _first_gt(v, lo, hi, loc - cutoff * sigma)  # v[lo:a_c] <= c0 -> loc
+        else:
+            a_c = lo
+        a_t = _first_ge(v, a_c, hi, t0)  # v[a_c:a_t] < t0 -> t0
+        b_t = _first_gt(v, a_t, hi, t1)  # v[a_t:b_t] kept as they are
+        if cutoff > 0.0:
+            b_c = _first_ge(v, b_t, hi, loc + cutoff * sigma)  # v[b_t:b_c] -> t1
+        else:
+            b_c = hi
+        n_far = (a_c - lo) + (hi - b_c)
+        n_lo = a_t - a_c
+        n_hi = b_c - b_t
+        dl = loc - ref
+        d0 = t0 - ref
+        d1 = t1 - ref
+        s = n_far * dl + n_lo * d0 + n_hi * d1 + (c1[b_t] - c1[a_t])
+        ss = n_far * dl * dl + n_lo * d0 * d0 + n_hi * d1 * d1 + (c2[b_t] - c2[a_t])
         mean = s / n
-        ss = 0.0
-        for k in range(lo, hi):
-            d = _winsorize(np.float64(v[k]), loc, t0, t1, c0, c1) - mean
-            ss += d * d
+        var = (ss - s * mean) / (n - 1)
         s0 = sigma
-        loc = mean
-        sigma = _WINSOR_CORR * np.sqrt(ss / (n - 1))
+        loc = ref + mean
+        sigma = _WINSOR_CORR * np.sqrt(var) if var > 0.0 else 0.0
         if it > 0 and abs(s0 - sigma) < s0 * _WINSOR_TOL:
             break
     return loc, sigma
 
 
 @njit(cache=True, fastmath=False)
-def _reject_winsorized(v, lo, hi, sl, sh, cutoff, maxiters, min_kept):  # pragma: no cover
+def _reject_winsorized(v, lo, hi, c1, c2, ref, sl, sh, cutoff, maxiters, min_kept):
     """Winsorized sigma clipping on the sorted ``v[lo:hi]``; returns the kept range.
 
-    Each pass: Huber location ``m`` and scale ``sigma`` by winsorization (with the ``cutoff``
-    of gross outliers on the first pass), reject ``v < m - sl*sigma`` and ``v > m + sh*sigma``;
-    stop when nothing changes, after ``maxiters`` passes, or when ``min_kept`` values
-    would not remain (then only the most deviant are rejected).
+    Each pass: Huber location ``m`` and scale ``sigma`` by winsorization (with the
+    ``cutoff`` of gross outliers on the first pass), reject ``v < m - sl*sigma`` and
+    ``v > m + sh*sigma``; stop when nothing changes, after ``maxiters`` passes, or when
+    ``min_kept`` values would not remain (then only the most deviant are rejected).
     """
     for it in range(maxiters):
         n = hi - lo
         if n <= min_kept or n < 3:
             break
         first = cutoff if it == 0 else 0.0
-        loc, sigma = _huber_winsorized(v, lo, hi, first)
+        loc, sigma = _huber_winsorized(v, lo, hi, c1, c2, ref, first)
         if not sigma > 0.0 and first > 0.0:
             # the cutoff can collapse sigma when most values sit in a tight core (small
             # N): the replaced values pull sigma down until everything is "beyond" it
-            loc, sigma = _huber_winsorized(v, lo, hi, 0.0)
+            loc, sigma = _huber_winsorized(v, lo, hi, c1, c2, ref, 0.0)
         if not sigma > 0.0:
             break
         nl = _count_below(v, lo, hi, loc - sl * sigma)
@@ -457,6 +493,7 @@ def combine_pixels(
     wframe,
     wpix,
     use_pix,
+    uniform,
     method,
     fpar,
     ipar,
@@ -471,7 +508,8 @@ def combine_pixels(
     """Reject and combine every pixel of ``stack[N, G, Q]`` into the flat outputs.
 
     ``wframe`` float64[N] per-frame weights, used unless ``use_pix``; then ``wpix``
-    float32[N, G, Q] per-pixel weights.  Pixel ``(g, q)`` is written at
+    float32[N, G, Q] per-pixel weights.  ``uniform`` declares all positive weights
+    equal (values are then sorted without carrying weights).  Pixel ``(g, q)`` is written at
     ``out_start[g] + q``.
     """
     n_frames = stack.shape[0]
@@ -495,6 +533,8 @@ def combine_pixels(
         flag = np.zeros(n_frames, dtype=np.int8)
         side = np.zeros(n_frames + 1, dtype=np.int8)
         qstack = np.empty(128, dtype=np.int64)
+        c1 = np.empty(n_frames + 1, dtype=np.float64)
+        c2 = np.empty(n_frames + 1, dtype=np.float64)
         p0 = c * _PIXELS_PER_CHUNK
         p1 = min(p0 + _PIXELS_PER_CHUNK, n_pix)
         for p in range(p0, p1):
@@ -529,11 +569,18 @@ def combine_pixels(
                 # values only: selection, no full sort
                 val = median_inplace(v, n)
             else:
-                sort_pairs(v, w, n, qstack)
+                if uniform:
+                    sort_values(v, n, qstack)  # all weights equal: no need to carry them
+                else:
+                    sort_pairs(v, w, n, qstack)
                 if method == 2:
-                    lo, hi = _reject_sigma(v, 0, n, sl, sh, maxiters, stdfunc)
+                    ref = _build_cumsums(v, n, c1, c2)
+                    lo, hi = _reject_sigma(v, 0, n, c1, c2, ref, sl, sh, maxiters, stdfunc)
                 elif method == 3:
-                    lo, hi = _reject_winsorized(v, 0, n, sl, sh, cutoff, maxiters, min_kept)
+                    ref = _build_cumsums(v, n, c1, c2)
+                    lo, hi = _reject_winsorized(
+                        v, 0, n, c1, c2, ref, sl, sh, cutoff, maxiters, min_kept
+                    )
                 elif method == 4:
                     hi, n_rl, n_rh = _reject_linear_fit(
                         v, w, flag, 0, n, sl, sh, maxiters, min_kept

@@ -31,7 +31,7 @@ MAD_TO_SIGMA = 1.482602218505602
 
 # Partitions at or below this size are finished by insertion sort (a fixed
 # property of the algorithm, not a tunable).
-_INSERTION_CUTOFF = 24
+_INSERTION_CUTOFF = 16
 
 
 @njit(cache=True, fastmath=False)
@@ -109,6 +109,65 @@ def sort_pairs(v, w, n, stack):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=False)
+def sort_values(v, n, stack):  # pragma: no cover - compiled
+    """Sort ``v[:n]`` ascending in place (:func:`sort_pairs` without a companion)."""
+    if n <= _INSERTION_CUTOFF:
+        _insertion_sort(v, 0, n)
+        return
+    stack[0] = 0
+    stack[1] = n - 1
+    top = 2
+    while top > 0:
+        top -= 2
+        lo = stack[top]
+        hi = stack[top + 1]
+        while hi - lo + 1 > _INSERTION_CUTOFF:
+            mid = (lo + hi) >> 1
+            if v[mid] < v[lo]:
+                v[mid], v[lo] = v[lo], v[mid]
+            if v[hi] < v[lo]:
+                v[hi], v[lo] = v[lo], v[hi]
+            if v[hi] < v[mid]:
+                v[hi], v[mid] = v[mid], v[hi]
+            pivot = v[mid]
+            i = lo - 1
+            j = hi + 1
+            while True:
+                i += 1
+                while v[i] < pivot:
+                    i += 1
+                j -= 1
+                while v[j] > pivot:
+                    j -= 1
+                if i >= j:
+                    break
+                v[i], v[j] = v[j], v[i]
+            if j - lo < hi - j - 1:
+                stack[top] = j + 1
+                stack[top + 1] = hi
+                top += 2
+                hi = j
+            else:
+                stack[top] = lo
+                stack[top + 1] = j
+                top += 2
+                lo = j + 1
+        _insertion_sort(v, lo, hi + 1)
+
+
+@njit(cache=True, fastmath=False)
+def _insertion_sort(a, lo, hi):  # pragma: no cover - compiled
+    """Sort ``a[lo:hi]`` ascending in place."""
+    for i in range(lo + 1, hi):
+        x = a[i]
+        j = i - 1
+        while j >= lo and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
+@njit(cache=True, fastmath=False)
 def select_kth(a, lo, hi, k):  # pragma: no cover - compiled
     """Partially order ``a[lo:hi]`` in place so that ``a[k]`` is its k-th value.
 
@@ -148,13 +207,7 @@ def median_inplace(a, n):  # pragma: no cover - compiled
     if n == 0:
         return np.nan
     if n <= _INSERTION_CUTOFF:
-        for i in range(1, n):
-            x = a[i]
-            j = i - 1
-            while j >= 0 and a[j] > x:
-                a[j + 1] = a[j]
-                j -= 1
-            a[j + 1] = x
+        _insertion_sort(a, 0, n)
         if n & 1:
             return np.float64(a[n >> 1])
         return 0.5 * (np.float64(a[(n >> 1) - 1]) + np.float64(a[n >> 1]))

@@ -185,7 +185,7 @@ class StackConfig:
     method: str = "auto"
     sigma_low: float = 3.0
     sigma_high: float = 3.0
-    normalization: str = "additive+scale"
+    normalization: str = "local"
     weighting: str = "noise"
     memory_limit_mb: float = 1024.0
     scheduler: str = "threads"
@@ -210,7 +210,7 @@ class OutputConfig:
     """
 
     tiff_bits: int = 16
-    preview_linked: bool = True
+    preview_linked: bool = False
     preview_max_size: int = 1600
     thumbnail_size: int = 160
     keep_cache: bool = True

@@ -59,8 +59,8 @@ def _lut(method: str) -> np.ndarray:
     return _LUTS[method]
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def _warp_kernel(src, inv, lut, res, clamp, out):  # pragma: no cover - compiled
+@njit(parallel=True, cache=True)
+def _warp_kernel(src, inv, lut, res, clamp, has_nan, out):  # pragma: no cover - compiled
     nc, h, w = src.shape
     ho, wo = out.shape[1], out.shape[2]
     taps = lut.shape[1]
@@ -91,25 +91,30 @@ def _warp_kernel(src, inv, lut, res, clamp, out):  # pragma: no cover - compiled
             yb = min(max(y0 + 1, 0), h - 1)
             for c in range(nc):
                 acc = 0.0
-                wsum = 0.0
-                for j in range(taps):
-                    wy = lut[iy, j]
-                    if wy == 0.0:
+                if has_nan:
+                    wsum = 0.0
+                    for j in range(taps):
+                        wy = lut[iy, j]
+                        racc = 0.0
+                        rw = 0.0
+                        for i in range(taps):
+                            v = src[c, yi[j], xi[i]]
+                            if v == v:
+                                racc += lut[ix, i] * v
+                                rw += lut[ix, i]
+                        acc += wy * racc
+                        wsum += wy * rw
+                    if abs(wsum) < 1e-3:
+                        out[c, yo, xo] = np.nan
                         continue
-                    racc = 0.0
-                    rw = 0.0
-                    for i in range(taps):
-                        v = src[c, yi[j], xi[i]]
-                        if v == v:
-                            wx = lut[ix, i]
-                            racc += wx * v
-                            rw += wx
-                    acc += wy * racc
-                    wsum += wy * rw
-                if abs(wsum) < 1e-3:
-                    out[c, yo, xo] = np.nan
-                    continue
-                val = acc / wsum
+                    val = acc / wsum
+                else:  # weights already sum to one
+                    for j in range(taps):
+                        racc = 0.0
+                        for i in range(taps):
+                            racc += lut[ix, i] * src[c, yi[j], xi[i]]
+                        acc += lut[iy, j] * racc
+                    val = acc
                 if clamp:
                     lo = np.inf
                     hi = -np.inf
@@ -183,7 +188,9 @@ def warp(
         msg = f"warp: out must be float32 with shape {shape}, got {out.dtype} {out.shape}"
         raise ValueError(msg)
     view = out if out.ndim == 3 else out.reshape(1, oy, ox)
-    _warp_kernel(src, inv, _lut(method), _LUT_RES, bool(clamp and method != "bilinear"), view)
+    has_nan = bool(np.isnan(src).any())
+    do_clamp = bool(clamp and method != "bilinear")
+    _warp_kernel(src, inv, _lut(method), _LUT_RES, do_clamp, has_nan, view)
     return out
 
 

@@ -262,6 +262,9 @@ class SessionConfig:
             msg = f"SessionConfig.shape={self.shape}: a Bayer sensor needs even dimensions"
             raise ValueError(msg)
         cfa_channels(self.bayer)
+        if int(self.seed) != self.seed or self.seed < 0:
+            msg = f"SessionConfig.seed={self.seed!r}: use a non-negative integer"
+            raise ValueError(msg)
         for name in ("n_bias", "n_darks", "n_flats", "n_lights", "n_darkflats", "mirrored"):
             if getattr(self, name) < 0:
                 msg = f"SessionConfig.{name}={getattr(self, name)}: must be >= 0"
@@ -284,7 +287,7 @@ class SessionConfig:
             )
             raise ValueError(msg)
         n_spoiled = sum(self.bad_frames.values()) + self.mirrored
-        if self.n_lights and n_spoiled > self.n_lights - 1:
+        if n_spoiled and n_spoiled > self.n_lights - 1:
             msg = (
                 f"SessionConfig: {n_spoiled} bad or mirrored lights need at least "
                 f"{n_spoiled + 1} lights (light 0 stays the clean reference); raise n_lights"

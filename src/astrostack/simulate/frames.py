@@ -14,11 +14,12 @@ rebuilding them for every frame.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from astropy.io import fits
 
+from ..io.frame import Frame, FrameMeta
 from .config import SessionConfig, frame_rng
 from .scene import Scene, make_scene, render_sky
 from .sensor import Sensor, cosmic_rays, digitise, make_sensor, render_trail
@@ -34,6 +35,7 @@ __all__ = [
     "simulate_dark",
     "simulate_flat",
     "simulate_light",
+    "to_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ logger = logging.getLogger(__name__)
 _IMAGETYP = {
     "bias": "Bias Frame",
     "dark": "Dark Frame",
-    "darkflat": "Dark Frame",
+    "darkflat": "Dark Flat",
     "flat": "Flat Field",
     "light": "Light Frame",
 }
@@ -195,7 +197,10 @@ def plan_lights(config: SessionConfig) -> list[LightTruth]:
         for _ in range(config.bad_frames[reason]):
             bad[int(order.pop())] = reason
     mirrored = {int(order.pop()) for _ in range(config.mirrored)}
-    with_satellite = set(rng.choice(n, config.satellites, replace=False).tolist()) if n else set()
+    # Satellites spare the reference light 0 unless every light must get one.
+    first = 1 if config.satellites < n else 0
+    candidates = np.arange(first, n)
+    with_satellite = set(rng.choice(candidates, config.satellites, replace=False).tolist())
     mean_bg = config.sky_level
     plans = []
     for i in range(n):
@@ -273,7 +278,21 @@ def light_signal(
 ) -> np.ndarray:
     """Expected photo-electrons of a light (sky, glow, satellites through flat and QE).
 
-    Dark current is not included.  Returns float64 ``[y, x]``.
+    Parameters
+    ----------
+    config : SessionConfig
+        Session configuration.
+    plan : LightTruth
+        The light (transform, seeing, transparency, spoilers, satellites).
+    scene : Scene
+        The sky, from :func:`make_scene`.
+    sensor : Sensor
+        The camera, from :func:`make_sensor` (flat field and channel QE are applied).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[y, x]`` electrons over the exposure, without dark current or noise.
     """
     t = plan.exposure
     sky = render_sky(
@@ -519,3 +538,44 @@ def simulate_flat(
         level=level,
     )
     return data, truth
+
+
+def to_frame(config: SessionConfig, data: np.ndarray, record: LightTruth | FrameTruth) -> Frame:
+    """Wrap a simulated raw frame as an :class:`astrostack.io.Frame` (float32 ADU + metadata).
+
+    Parameters
+    ----------
+    config : SessionConfig
+        Session configuration (camera, optics, Bayer pattern).
+    data : numpy.ndarray
+        uint16 frame from one of the ``simulate_*`` functions.
+    record : LightTruth or FrameTruth
+        Its truth record (kind, exposure, temperature, date).
+
+    Returns
+    -------
+    Frame
+        What ``astrostack.io.read_frame`` gives for the same frame written to disk.
+    """
+    kind = "light" if isinstance(record, LightTruth) else record.kind
+    header = frame_header(config, kind, record.exposure, record.temperature, record.date_obs)
+    meta = FrameMeta(
+        path=None,
+        kind=kind,
+        exposure=float(record.exposure),
+        gain=float(config.gain_setting),
+        egain=float(config.gain),
+        temperature=float(record.temperature),
+        binning=(1, 1),
+        filter=config.filter_name,
+        bayer=config.bayer,
+        date=datetime.fromisoformat(record.date_obs).replace(tzinfo=UTC),
+        camera=config.instrument,
+        target=config.target if kind == "light" else None,
+        pixel_size_um=float(config.pixel_size),
+        focal_length_mm=float(config.focal_length),
+        header=dict(header),
+    )
+    if hasattr(meta, "row_order"):
+        meta.row_order = "TOP-DOWN"
+    return Frame(data=data.astype(np.float32), meta=meta)

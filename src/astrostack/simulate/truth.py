@@ -99,7 +99,9 @@ class LightTruth:
     sky_factor : float
         Multiplier of the reference sky background.
     sky_level : float
-        Mean sky background in this light, e-/s/pixel (before flat and QE).
+        Mean sky background in this light, e-/s/pixel before flat and QE: the
+        reference frame's mean background times ``sky_factor`` and the pixel area
+        (cloud glow excluded; for colour, the mean over R, G, B).
     bad : str or None
         ``'clouds'``, ``'trailing'``, ``'defocus'`` or ``None``.
     shift, rotation, scale, flipped, mirrored

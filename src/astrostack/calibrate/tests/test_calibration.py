@@ -97,7 +97,7 @@ def test_dark_including_bias_is_not_scaled(caplog):
 
 def test_dark_optimisation_finds_true_scale():
     rng = np.random.default_rng(3)
-    bias, thermal, flat, _ = _scene(rng, (256, 256))
+    bias, thermal, _, _ = _scene(rng, (256, 256))
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
     k_true = 1.37  # a light taken warmer than the darks
     stars = np.zeros((256, 256), np.float32)
@@ -162,3 +162,15 @@ def test_errors_name_the_file():
         calibrate_light(light, defects=np.zeros((16, 16), bool))
     with pytest.raises(ValueError, match="dark_scale"):
         calibrate_light(light, dark=np.zeros((32, 32), np.float32), dark_scale="auto")
+
+
+def test_constant_offset_black_level():
+    """No bias frames but a stated black level: the dark becomes thermal and scales."""
+    rng = np.random.default_rng(6)
+    _, thermal, _, sky = _scene(rng)
+    black = 512.0
+    dark = Master(black + thermal, "dark", 10, exposure=300.0, includes_bias=True)
+    light = black + thermal * 0.5 + sky
+    out = calibrate_light(_frame(light, 150.0), bias=black, dark=dark)
+    np.testing.assert_allclose(out.data, sky, rtol=1e-4, atol=0.05)
+    assert out.meta.header["ASDARKK"] == pytest.approx(0.5)

@@ -49,7 +49,7 @@ def _mosaic_levels(shape, levels):
 
 def _dark_with_hot(rng, shape, cfa, n_hot=200):
     """A master-dark-like image: per-plane pedestal, gradient, noise and hot pixels."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    xx = np.mgrid[0 : shape[0], 0 : shape[1]][1].astype(np.float32)
     dark = 20.0 + 0.02 * xx + rng.normal(0, 1.0, shape).astype(np.float32)
     if cfa:
         dark += _mosaic_levels(shape, [0, 40, 40, 80])  # colour-dependent pedestal
@@ -196,8 +196,8 @@ def test_isolated_hot_pixels_not_stars():
     found = find_isolated_hot(img, cfa=False, sigma=8.0)
     assert (found & hot).sum() >= 0.95 * hot.sum()
     star_pix = np.zeros(shape, dtype=bool)
-    for y, x in zip(ys, xs, strict=True):
-        star_pix[int(round(y)) - 2 : int(round(y)) + 3, int(round(x)) - 2 : int(round(x)) + 3] = True
+    for y, x in zip(np.round(ys).astype(int), np.round(xs).astype(int), strict=True):
+        star_pix[y - 2 : y + 3, x - 2 : x + 3] = True
     assert (found & star_pix & ~hot).sum() == 0
 
 

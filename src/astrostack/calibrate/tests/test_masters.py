@@ -8,17 +8,20 @@ simulator's truth maps.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from astrostack.calibrate import (
+    Master,
     build_master_bias,
     build_master_dark,
     build_master_flat,
     calibrate_light,
     defects_for_lights,
+    load_or_build_master,
 )
 from astrostack.io import read_frame
 from astrostack.simulate import SessionConfig, make_scene, make_sensor, simulate_session
@@ -175,10 +178,10 @@ def test_calibrated_light_matches_truth(name, request):
     assert hot.sum() > 10 and ok.mean() >= 0.99, ok.mean()
     # the hot pixels that stand out of the noise are far off in the offset-only light
     thermal = s.truth.dark_current * s.config.exposure
-    strong = hot & (thermal > 5 * sigma)
+    strong = hot & (thermal > 10 * sigma)
     offset_only = calibrate_light(light, bias=s.bias, flat=s.flat)
     off = np.abs(offset_only.data - expected)[strong] < 5 * sigma[strong]
-    assert strong.sum() > 10 and off.mean() < 0.1, (strong.sum(), off.mean())
+    assert strong.sum() >= 10 and not off.any(), (strong.sum(), off.mean())
     assert np.abs(resid[strong]).max() < 5 * sigma[strong].max()
 
 
@@ -193,17 +196,23 @@ def test_flat_structure_removed(mono):
     background = mono.sensor.dark_rate(cfg, cfg.temperature) * cfg.exposure / cfg.gain
     ratio = cal.data / (expected + background / (mono.sensor.flat / np.median(mono.sensor.flat)))
     # 16x16 block medians: pixel noise and rounding averaged out, flat structure kept
-    blocks = np.median(ratio.reshape(16, 16, 16, 16).transpose(0, 2, 1, 3).reshape(16, 16, -1), -1)
+    blocks = _block_medians(ratio)
     structure = np.std(blocks) / np.mean(blocks)
     assert structure < 0.01, structure
     raw = (light.data - mono.truth.bias) / (expected + 1e-6)
-    blocks_raw = np.median(raw.reshape(16, 16, 16, 16).transpose(0, 2, 1, 3).reshape(16, 16, -1), -1)
+    blocks_raw = _block_medians(raw)
     assert np.std(blocks_raw) / np.mean(blocks_raw) > 5 * structure  # vignetting was there
     # the dust donuts in particular
     for dust in mono.sensor.dust:
         y, x = int(dust["y"]), int(dust["x"])
         patch = ratio[max(0, y - 8) : y + 9, max(0, x - 8) : x + 9]
         assert abs(np.median(patch) / np.median(ratio) - 1.0) < 0.01
+
+
+def _block_medians(img: np.ndarray, size: int = 16) -> np.ndarray:
+    ny, nx = img.shape[0] // size, img.shape[1] // size
+    tiles = img[: ny * size, : nx * size].reshape(ny, size, nx, size).transpose(0, 2, 1, 3)
+    return np.median(tiles.reshape(ny, nx, -1), axis=-1)
 
 
 def test_bad_frames_are_skipped(mono, tmp_path, caplog):
@@ -238,3 +247,53 @@ def test_bad_frames_are_skipped(mono, tmp_path, caplog):
     np.testing.assert_array_equal(master.data, clean.data)
     with pytest.raises(ValueError, match="no usable dark frames"):
         build_master_dark([truncated, text])
+
+
+def test_master_reused_while_inputs_unchanged(mono, tmp_path, caplog):
+    from astropy.io import fits
+
+    (tmp_path / "darks").mkdir()
+    darks = []
+    for p in _files(mono.root / "darks")[:4]:  # copies: the test touches one of them
+        darks.append(tmp_path / "darks" / p.name)
+        darks[-1].write_bytes(p.read_bytes())
+    out = tmp_path / "masters" / "master_dark.fits"
+    first = load_or_build_master("dark", darks, out, master_bias=mono.bias)
+    header = fits.getheader(out)
+    assert header["ASKIND"] == "dark" and header["NCOMBINE"] == 4
+    assert header["ASMETHOD"] == "winsorized" and header["ASHASH"] == first.digest
+    assert header["ASBIAS"] == mono.bias.digest and header["EXPTIME"] == 300.0
+    assert header["BITPIX"] == -32
+    history = "".join(str(h) for h in header["HISTORY"])
+    assert all(p.name in history for p in darks)
+
+    with caplog.at_level(logging.INFO, logger="astrostack.calibrate.masters"):
+        again = load_or_build_master("dark", darks, out, master_bias=mono.bias)
+    assert "reusing master dark" in caplog.text
+    np.testing.assert_array_equal(again.data, first.data)
+    assert again.digest == first.digest and not again.includes_bias
+
+    def run(**kwargs):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="astrostack.calibrate.masters"):
+            master = load_or_build_master("dark", darks, out, **kwargs)
+        return master, "reusing master dark" in caplog.text
+
+    # a changed parameter or a changed master offset forces a rebuild ...
+    median, reused = run(master_bias=mono.bias, method="median")
+    assert not reused and median.digest != first.digest and median.method == "median"
+    no_bias, reused = run(master_bias=None)
+    assert not reused and no_bias.includes_bias
+    rebuilt, reused = run(master_bias=mono.bias)
+    assert not reused and rebuilt.digest == first.digest
+    _, reused = run(master_bias=mono.bias)
+    assert reused
+    # ... and so does an input file that changed
+    st = darks[0].stat()
+    os.utime(darks[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    rebuilt, reused = run(master_bias=mono.bias)
+    assert not reused and rebuilt.digest != first.digest
+    # loaded back from disk it is the same master
+    loaded = Master.load(out)
+    np.testing.assert_array_equal(loaded.data, rebuilt.data)
+    assert loaded.kind == "dark" and loaded.n_frames == 4

@@ -406,11 +406,12 @@ def test_weighted_mean_of_kept_values(method, ref, per_pixel):
         )
         wb = np.broadcast_to(wfull, stack.shape).astype(np.float64)
         for j in np.ndindex(stack.shape[1:]):
-            sel = keep[(slice(None), *j)]
+            col = (slice(None), *j)
+            sel = keep[col]
             if sel.any():
-                expect = np.average(data[(slice(None), *j)][sel], weights=wb[(slice(None), *j)][sel])
+                expect = np.average(data[col][sel], weights=wb[col][sel])
                 assert res.image[j] == pytest.approx(expect, rel=RTOL)
-                assert res.weight[j] == pytest.approx(wb[(slice(None), *j)][sel].sum(), rel=1e-5)
+                assert res.weight[j] == pytest.approx(wb[col][sel].sum(), rel=1e-5)
         return
     expected = reference(stack, weights, ref)
     assert_matches(res, expected)
@@ -530,3 +531,27 @@ def test_api_objects_and_errors():
         combine(np.zeros((0, 3)), "mean")
     with pytest.raises(ValueError, match="real numbers"):
         combine(np.array([["a"]]), "mean")
+
+
+@pytest.mark.parametrize("method", ["sigma", "winsorized", "linear_fit", "esd", "minmax"])
+def test_equal_weights_and_inf_as_no_data(method):
+    stack = make_stack(11, shape=(6, 7), seed=8)
+    base = combine(stack, method)
+    # equal per-frame weights (values sorted alone) == unweighted; weight sums scale
+    scaled = combine(stack, method, weights=np.full(11, 2.5))
+    np.testing.assert_allclose(scaled.image, base.image, rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(scaled.count, base.count)
+    np.testing.assert_allclose(scaled.weight, 2.5 * base.weight, rtol=1e-6)
+    # a zero-weight frame is no data, exactly like NaN in that frame
+    w = np.ones(11)
+    w[4] = 0.0
+    nan4 = stack.copy()
+    nan4[4] = np.nan
+    r_w, r_nan = combine(stack, method, weights=w), combine(nan4, method)
+    np.testing.assert_array_equal(r_w.image, r_nan.image)
+    np.testing.assert_array_equal(r_w.count, r_nan.count)
+    # +-inf values are no data too
+    infs = nan4.copy()
+    infs[4] = np.inf
+    infs[4, ::2] = -np.inf
+    np.testing.assert_array_equal(combine(infs, method).image, r_nan.image)

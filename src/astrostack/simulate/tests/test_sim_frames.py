@@ -18,6 +18,7 @@ from astrostack.simulate import (
     simulate_dark,
     simulate_flat,
     simulate_light,
+    to_frame,
 )
 
 
@@ -31,8 +32,12 @@ def hard_small():
     return cfg, make_scene(cfg), make_sensor(cfg)
 
 
-def test_noiseless_light_is_bias_plus_dark_plus_flat_sky(hard_small):
+@pytest.mark.parametrize("bayer", [None, "GRBG"])
+def test_noiseless_light_is_bias_plus_dark_plus_flat_sky(hard_small, bayer):
     cfg, scene, sensor = hard_small
+    if bayer is not None:
+        cfg = cfg.replace(bayer=bayer)
+        scene, sensor = make_scene(cfg), make_sensor(cfg)
     # A dithered, rotated light without glow or satellite (those are checked elsewhere).
     plan = next(p for p in plan_lights(cfg)[1:] if not p.glow and not p.satellites)
     assert abs(plan.rotation) > 0.1
@@ -43,7 +48,8 @@ def test_noiseless_light_is_bias_plus_dark_plus_flat_sky(hard_small):
                      transparency=truth.transparency, sky_factor=truth.sky_factor,
                      elongation=truth.elongation, psf_angle=truth.psf_angle)  # fmt: skip
     dark_adu = sensor.dark_rate(cfg, cfg.temperature) / cfg.gain
-    pred = sensor.bias + dark_adu * t + sensor.flat * sky * t / cfg.gain
+    qe = 1.0 if bayer is None else np.tile(np.array(cfg.qe)[[[1, 0], [2, 1]]], (128, 128))
+    pred = sensor.bias + dark_adu * t + sensor.flat * qe * sky * t / cfg.gain
     ok = pred < ADU_MAX
     err = np.abs(data[ok] - pred[ok])
     assert err.max() <= 0.5 + 1e-3
@@ -211,3 +217,18 @@ def test_dates_increase_through_the_session():
     for kind, n in (("dark", 3), ("darkflat", 2), ("flat", 3), ("bias", 3)):
         dates += [frame_date(cfg, kind, i) for i in range(n)]
     assert dates == sorted(dates) and len(set(dates)) == len(dates)
+
+
+def test_to_frame_metadata():
+    cfg = SessionConfig.small(bayer="GBRG")
+    data, rec = simulate_light(cfg, 1)
+    frame = to_frame(cfg, data, rec)
+    assert frame.data.dtype == np.float32 and frame.data.shape == cfg.shape
+    np.testing.assert_array_equal(frame.data, data)
+    m = frame.meta
+    assert (m.kind, m.exposure, m.egain, m.bayer, m.temperature) == (
+        "light", cfg.exposure, cfg.gain, "GBRG", cfg.temperature)  # fmt: skip
+    assert m.date.isoformat(timespec="milliseconds") == rec.date_obs + "+00:00"
+    assert m.is_color and m.pixel_scale_arcsec == pytest.approx(206.264806 * 3.76 / 400.0)
+    dark = to_frame(cfg, *simulate_dark(cfg, 0))
+    assert dark.meta.kind == "dark" and dark.meta.header["IMAGETYP"] == "Dark Frame"

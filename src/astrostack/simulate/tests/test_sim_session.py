@@ -12,7 +12,13 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 from astrostack.cli import simulate_cmd
-from astrostack.simulate import SessionConfig, load_truth, simulate_session
+from astrostack.simulate import (
+    SessionConfig,
+    load_truth,
+    simulate_light,
+    simulate_session,
+    to_frame,
+)
 
 CFG = SessionConfig.small(
     bayer="BGGR", n_darkflats=2, bad_frames={"clouds": 1}, satellites=1, mirrored=1,
@@ -51,16 +57,17 @@ def test_layout_and_progress(session):
 
 def test_headers(session):
     out, truth, _ = session
-    kinds = {"bias": "Bias Frame", "darks": "Dark Frame", "darkflats": "Dark Frame",
+    kinds = {"bias": "Bias Frame", "darks": "Dark Frame", "darkflats": "Dark Flat",
              "flats": "Flat Field", "lights": "Light Frame"}  # fmt: skip
     dates = []
     for folder, imagetyp in kinds.items():
         for path in sorted((out / folder).glob("*.fits")):
+            with fits.open(path, do_not_scale_image_data=True) as hdul:
+                raw = hdul[0].header["BZERO"], hdul[0].header["BITPIX"], hdul[0].data.dtype
+            assert raw == (32768, 16, np.dtype(">i2"))
             with fits.open(path) as hdul:
                 hdr = hdul[0].header
-                raw = hdul[0]._orig_bzero, hdul[0]._orig_bitpix
                 data = hdul[0].data
-            assert raw == (32768, 16)
             assert data.dtype == np.uint16 and data.shape == CFG.shape
             assert hdr["IMAGETYP"] == imagetyp
             assert hdr["BAYERPAT"] == "BGGR" and hdr["ROWORDER"] == "TOP-DOWN"
@@ -133,3 +140,46 @@ def test_cli_simulate(tmp_path):
     assert truth.config.seed == 7
     bad = CliRunner().invoke(app, ["simulate", str(tmp_path / "x"), "--preset", "nope"])
     assert bad.exit_code != 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [({"bayer": "XYZW"}, "Bayer"), ({"shape": (16, 64)}, "32x32"), ({"seed": -1}, "seed"),
+     ({"bad_frames": {"fog": 1}}, "unknown kinds"), ({"n_lights": 2, "mirrored": 2}, "n_lights"),
+     ({"shape": (65, 64), "bayer": "RGGB"}, "even"), ({"moffat_beta": 1.0}, "beta")],
+)  # fmt: skip
+def test_config_errors_say_what_to_change(changes, match):
+    with pytest.raises(ValueError, match=match):
+        SessionConfig.small(**changes)
+
+
+def test_config_dict_round_trip_and_presets():
+    for preset in (SessionConfig.small, SessionConfig.demo, SessionConfig.hard):
+        cfg = preset(seed=11)
+        assert SessionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    hard = SessionConfig.hard()
+    assert hard.meridian_flip and hard.mirrored and hard.satellites and hard.amp_glow > 0
+    assert set(hard.bad_frames) == {"clouds", "trailing", "defocus"}
+    assert SessionConfig.small().shape == (256, 256)
+
+
+def test_files_read_back_through_astrostack_io(session):
+    io = pytest.importorskip("astrostack.io")
+    if not hasattr(io, "read_frame"):
+        pytest.skip("astrostack.io.read_frame not available yet")
+    out, truth, _ = session
+    cfg = truth.config
+    for rec in (truth.lights[2], truth.darks[0], truth.flats[1], truth.bias_frames[0],
+                truth.darkflats[0]):  # fmt: skip
+        frame = io.read_frame(out / rec.file)
+        kind = getattr(rec, "kind", "light")
+        assert frame.meta.kind == kind
+        assert frame.meta.bayer == cfg.bayer and frame.meta.egain == cfg.gain
+        assert frame.meta.exposure == rec.exposure
+        assert frame.meta.temperature == rec.temperature
+        assert frame.meta.date.isoformat(timespec="milliseconds")[:23] == rec.date_obs
+    light, rec = simulate_light(cfg, 2)
+    disk = io.read_frame(out / truth.lights[2].file)
+    mem = to_frame(cfg, light, rec)
+    np.testing.assert_array_equal(disk.data, mem.data)
+    assert disk.meta.date == mem.meta.date

@@ -1,0 +1,198 @@
+"""Sources and the streamed band engine: exact agreement with an in-memory combine."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from astrostack.combine import kernels
+from astrostack.combine.engine import combine_sources, parse_memory, plan_bands
+from astrostack.combine.sources import (
+    ArraySource,
+    FitsSource,
+    GridSurface,
+    NpySource,
+    open_source,
+)
+
+FIELDS = ("image", "rejected_low", "rejected_high", "count", "weight")
+
+
+def _frames(n=9, shape=(70, 53), seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.normal(500, 10, (n, *shape)).astype(np.float32)
+    data[2, 5:9, :] = np.nan  # no data
+    data[4, 30, 20] = 1e5  # outlier
+    return data
+
+
+def _assert_same(a, b):
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+
+
+def test_engine_matches_in_memory_combine_with_transform_and_weights():
+    data = _frames()
+    n = len(data)
+    rng = np.random.default_rng(1)
+    scales = rng.uniform(0.8, 1.2, n)
+    offsets = rng.uniform(-20, 20, n)
+    weights = rng.uniform(0.2, 1.0, n)
+    expected_stack = data * scales[:, None, None].astype(np.float32) + offsets[
+        :, None, None
+    ].astype(np.float32)
+    expected = kernels.combine(expected_stack, "winsorized", weights=weights)
+    for rows in (1, 7, 70):
+        got = combine_sources(
+            [ArraySource(d) for d in data],
+            method="winsorized",
+            scales=scales,
+            offsets=offsets,
+            weights=weights,
+            band_rows=rows,
+        )
+        _assert_same(got, expected)
+    assert got.rejected_high[30, 20] == 1
+    present = got.count.astype(int) + got.rejected_low + got.rejected_high
+    assert (present[5:9] == n - 1).all() and (present[10:] == n).all()
+
+
+def test_colour_per_channel_transform_and_weights(tmp_path):
+    rng = np.random.default_rng(2)
+    data = rng.normal(100, 5, (6, 3, 40, 30)).astype(np.float32)
+    offsets = rng.uniform(-5, 5, (6, 3))
+    weights = rng.uniform(0.5, 1, (6, 3))
+    paths = []
+    for i, d in enumerate(data):
+        paths.append(tmp_path / f"c{i}.npy")
+        np.save(paths[-1], d)
+    got = combine_sources(
+        [NpySource(p) for p in paths], method="sigma", offsets=offsets, weights=weights, band_rows=9
+    )
+    assert got.image.shape == (3, 40, 30)
+    for c in range(3):
+        stack = data[:, c] + offsets[:, c, None, None].astype(np.float32)
+        ref = kernels.combine(stack, "sigma", weights=weights[:, c])
+        np.testing.assert_array_equal(got.image[c], ref.image)
+        np.testing.assert_array_equal(got.weight[c], ref.weight)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bzero", "bscale"),
+    [
+        (np.int16, 32768, 1.0),  # unsigned 16-bit camera data
+        (np.uint8, 0, 1.0),
+        (np.int32, 0, 0.5),
+        (np.float32, 0, 1.0),
+        (np.float64, 0, 1.0),
+    ],
+)
+def test_fits_source_reads_bands_exactly(tmp_path, dtype, bzero, bscale):
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 200, (2, 37, 29)).astype(dtype)
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BZERO"] = bzero
+    hdu.header["BSCALE"] = bscale
+    path = tmp_path / "f.fits"
+    # write raw integers with the scaling keywords (no astropy rescaling)
+    fits.HDUList([hdu]).writeto(path)
+    physical = raw.astype(np.float64) * bscale + bzero
+    src = FitsSource(path)
+    assert src.direct and src.shape == (2, 37, 29)
+    with src:
+        band = src.read_rows(10, 21)
+    np.testing.assert_array_equal(band, physical[:, 10:21].astype(np.float32))
+
+
+def test_fits_source_uint16_blank_and_compressed_fallback(tmp_path):
+    data = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 50
+    path = tmp_path / "u16.fits"
+    fits.PrimaryHDU(data).writeto(path)  # astropy stores BZERO=32768
+    src = open_source(path)
+    np.testing.assert_array_equal(src.read_rows(3, 9), data[3:9].astype(np.float32))
+    comp = tmp_path / "c.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data.astype(np.float32))]).writeto(comp)
+    src = FitsSource(comp)
+    assert not src.direct
+    with src:
+        np.testing.assert_allclose(src.read_rows(0, 40), data.astype(np.float32))
+        tmp = src._tmp
+        assert tmp.exists()
+    assert not tmp.exists()  # decoded copy removed at close
+    ints = np.full((10, 10), 7, dtype=np.int16)
+    ints[2, 3] = -999
+    hdu = fits.PrimaryHDU(ints)
+    hdu.header["BLANK"] = -999
+    hdu.writeto(tmp_path / "b.fits")
+    band = FitsSource(tmp_path / "b.fits").read_rows(0, 10)
+    assert np.isnan(band[2, 3]) and np.nansum(band) == 7 * 99
+
+
+def test_bad_files_raise_naming_the_file(tmp_path):
+    bad = tmp_path / "junk.npy"
+    bad.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match=r"junk\.npy"):
+        NpySource(bad)
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros((50, 50), np.float32))
+    short.write_bytes(short.read_bytes()[:-400])
+    with pytest.raises(ValueError, match=r"short\.npy: truncated"):
+        NpySource(short)
+    with pytest.raises(ValueError, match="differs"):
+        combine_sources([ArraySource(np.zeros((4, 4))), ArraySource(np.zeros((5, 4)))])
+
+
+def test_unreadable_frame_is_skipped_not_fatal(tmp_path):
+    data = _frames(n=6)
+    paths = []
+    for i, d in enumerate(data):
+        paths.append(tmp_path / f"f{i}.npy")
+        np.save(paths[-1], d)
+    sources = [NpySource(p) for p in paths]
+    # the file shrinks after it was opened for inspection (a failing disk, a copy in progress)
+    paths[3].write_bytes(paths[3].read_bytes()[: 128 + 53 * 4 * 20])
+    got = combine_sources(sources, method="mean", band_rows=10)
+    assert list(got.parameters["failed_sources"]) == [3]
+    expected = kernels.combine(np.delete(data, 3, axis=0), "mean")
+    np.testing.assert_array_equal(got.image[20:], expected.image[20:])
+
+
+def test_offset_surface_and_progress():
+    data = _frames(n=5, shape=(48, 64))
+    grid = np.array([[0.0, 10.0, 20.0], [30.0, 40.0, 50.0]])
+    surf = GridSurface(grid, tile=24, shape=(48, 64))
+    full = surf.rows(0, 48)
+    # the grid is linear in the tile index, so is the surface: centres at y 11.5, 35.5
+    # and x 11.5, 35.5, 55.5 (the last tile is 16 px wide); extrapolated beyond them
+    assert full[23, 40] == pytest.approx(30 * (23 - 11.5) / 24 + 10 * (1 + 4.5 / 20), abs=1e-4)
+    assert full[0, 0] == pytest.approx(-(30 + 10) * 11.5 / 24, abs=1e-4)
+    assert full[47, 63] == pytest.approx(30 * (1 + 11.5 / 24) + 10 * (2 + 7.5 / 20), abs=1e-4)
+    assert np.allclose(surf.rows(10, 30), full[10:30])
+    calls = []
+    got = combine_sources(
+        [ArraySource(d) for d in data],
+        method="mean",
+        offset_maps=[surf, None, None, None, None],
+        band_rows=16,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    stack = data.copy()
+    stack[0] += full
+    np.testing.assert_array_equal(got.image, kernels.combine(stack, "mean").image)
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_memory_plan():
+    assert parse_memory("2GB") == 2 * 1024**3
+    assert parse_memory("512 MiB") == 512 * 1024**2
+    with pytest.raises(ValueError, match="not understood"):
+        parse_memory("lots")
+    bands = plan_bands(80, (1024, 1024), "64MB")
+    rows = bands[0][1] - bands[0][0]
+    # buffers for 80 frames fit in what the outputs leave of the budget
+    assert 80 * rows * 1024 * 4 * 2.25 <= 64 * 1024**2 - 1024 * 1024 * 14
+    assert bands[-1][1] == 1024 and all(b[0] == a[1] for a, b in itertools.pairwise(bands))
+    assert plan_bands(3, (100, 100), "2GB") == [(0, 100)]

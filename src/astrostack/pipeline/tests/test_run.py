@@ -1,0 +1,150 @@
+"""End-to-end runs on small simulated sessions: truth, exclusions, reuse, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from astrostack.pipeline import PipelineError, run
+from astrostack.pipeline.truthcheck import compare_to_truth
+from astrostack.simulate import SessionConfig, load_truth, simulate_session
+
+BAD = {"clouds": 1, "trailing": 1}
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """A small night with one cloudy and one trailed light, processed once."""
+    root = tmp_path_factory.mktemp("night")
+    frames = root / "frames"
+    simulate_session(frames, SessionConfig.small(n_lights=8, bad_frames=BAD, seed=7))
+    result = run(frames, root / "out")
+    return frames, root, result
+
+
+def _stack_bytes(path: Path) -> bytes:
+    return np.ascontiguousarray(fits.getdata(path)).tobytes()
+
+
+def test_end_to_end_matches_truth(night):
+    frames, root, result = night
+    out = root / "out"
+    assert result.exit_code == 0, (result.skipped, result.warnings)
+    for name in ("stack.fits", "stack.tif", "preview.png", "report.html", "session.json"):
+        assert (out / name).is_file(), name
+    assert (out / ".astrostack-output").is_file()
+    (g,) = result.groups
+    truth = load_truth(frames)
+    bad_files = {Path(t.file).name: t.bad for t in truth.lights if t.bad}
+    assert len(bad_files) == 2
+    # Exactly the spoiled lights are excluded, each with the right reason.
+    excluded = {Path(f.name).name: f.reason for f in g.frames if not f.used}
+    assert set(excluded) == set(bad_files)
+    for name, kind in bad_files.items():
+        assert kind in excluded[name], (name, excluded[name])
+    assert len(g.used) == 6 and all(f.weight and f.weight > 0 for f in g.used)
+    # The stack reproduces the true sky.
+    with fits.open(out / "stack.fits") as hdul:
+        data = hdul[0].data
+        hdr = hdul[0].header
+    assert data.dtype == np.dtype(">f4") and data.shape == (256, 256)
+    assert hdr["NCOMBINE"] == 6 and hdr["ASNUSED"] == 6 and hdr["ASNLIGHT"] == 8
+    assert hdr["ASREF"] == g.reference.name
+    history = "\n".join(str(h) for h in hdr["HISTORY"])
+    assert "excluded" in history and "master flat" in history and "config [stack]" in history
+    cov = fits.getdata(out / "maps" / "stack_coverage.fits")
+    fwhm = float(np.median([f.quality["fwhm"] for f in g.used]))
+    cmp = compare_to_truth(data, truth, g.reference.name, coverage=cov, fwhm=fwhm)
+    assert cmp.correlation > 0.99, cmp
+    assert cmp.n_pixels > 0.5 * data.size
+    # session.json records the selection and reasons.
+    session = json.loads((out / "session.json").read_text())
+    sel = session["groups"][0]["selection"]
+    assert {Path(k).name for k in sel["excluded"]} == set(bad_files)
+    assert session["exit_code"] == 0
+    assert [s["name"] for s in session["stages"]][:3] == ["discover", "masters", "calibrate"]
+
+
+def test_rejection_change_reuses_everything_upstream(night):
+    frames, root, first = night
+    assert first.stage("calibrate").computed == 8 and first.stage("masters").computed == 3
+    before = _stack_bytes(root / "out" / "stack.fits")
+    again = run(frames, root / "out", stack__method="winsorized", sigma_high=2.5)
+    assert again.stage("masters").reused == 3 and again.stage("masters").computed == 0
+    assert again.stage("calibrate").reused == 8 and again.stage("calibrate").computed == 0
+    assert again.stage("quality").reused == 8 and again.stage("quality").computed == 0
+    assert again.stage("register").reused == 6 and again.stage("register").computed == 0
+    assert again.stage("warp").reused == 6 and again.stage("warp").computed == 0
+    assert again.stage("stack").computed == 1
+    hdr = fits.getheader(root / "out" / "stack.fits")
+    assert hdr["STKMETH"] == "winsorized" and hdr["SIGHIGH"] == 2.5
+    assert _stack_bytes(root / "out" / "stack.fits") != before
+    # A registration parameter change redoes registration and warping only.
+    third = run(frames, root / "out", interpolation="bicubic")
+    assert third.stage("calibrate").reused == 8
+    assert third.stage("register").reused == 6
+    assert third.stage("warp").computed == 6
+
+
+_CHILD = """
+import sys, time
+from astrostack.pipeline import run
+
+def slow(event):
+    if event.stage == "warp" and event.kind == "advance":
+        time.sleep(0.6)
+
+run(sys.argv[1], sys.argv[2], progress=slow)
+"""
+
+
+def test_sigkill_during_registration_resumes_identically(night, tmp_path):
+    frames, root, first = night
+    out = tmp_path / "killed"
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    proc = subprocess.Popen([sys.executable, str(script), str(frames), str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    registered = out / "cache" / "registered"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list(registered.glob("*.json"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "stack.fits").exists()
+    n_done = len(list(registered.glob("*.json")))
+    resumed = run(frames, out)
+    assert resumed.stage("calibrate").reused == 8
+    assert resumed.stage("warp").reused >= n_done >= 2
+    assert resumed.stage("warp").computed == 6 - resumed.stage("warp").reused
+    assert not list((out / "cache").rglob(".tmp-*"))
+    # Same data as the uninterrupted run (default configuration, separate output).
+    base = tmp_path / "uninterrupted"
+    run(frames, base)
+    assert _stack_bytes(out / "stack.fits") == _stack_bytes(base / "stack.fits")
+
+
+def test_nothing_usable_raises(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no frames here")
+    with pytest.raises(PipelineError, match="no light frames"):
+        run(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(FileNotFoundError):
+        run(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(ValueError, match="unknown option"):
+        run(tmp_path / "empty", tmp_path / "out", no_such_option=1)
