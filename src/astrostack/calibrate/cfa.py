@@ -1,8 +1,9 @@
 """Colour filter array (Bayer) patterns: masks, sub-lattices, superpixels and colour balance.
 
 A Bayer pattern is named by the colours of the top-left 2×2 cell read row by row, in the
-array *as we hold it* (``[y, x]`` indexing, top-down rows, ``ROWORDER`` and ``XBAYROFF``/
-``YBAYROFF`` already applied by :mod:`astrostack.io`).  ``'RGGB'`` means
+array *as we hold it* (``[y, x]`` indexing, row 0 = first row stored in the file, with
+``ROWORDER`` and ``XBAYROFF``/``YBAYROFF`` already applied to the pattern by
+:mod:`astrostack.io`; see ``docs/conventions.md``).  ``'RGGB'`` means
 ``mosaic[0, 0]`` is red, ``mosaic[0, 1]`` and ``mosaic[1, 0]`` are green and
 ``mosaic[1, 1]`` is blue.  Channel indices are ``0 = R``, ``1 = G``, ``2 = B``.
 
@@ -286,7 +287,8 @@ def green_plane(mosaic: np.ndarray, pattern: str) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        float32 ``[height, width]``.
+        float32 ``[height, width]``.  A NaN green sample makes its interpolated
+        neighbours NaN (fill first with :func:`astrostack.calibrate.fill_cfa_nans` if needed).
     """
     arr = np.ascontiguousarray(_check_mosaic(mosaic, "green_plane"), dtype=np.float32)
     gidx = channel_index(pattern) == 1

@@ -32,14 +32,16 @@ background near zero, so a constant *pedestal* is added before and removed after
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 from numba import njit, prange
 
-from .cfa import _check_mosaic, channel_index, superpixel
+from ..io.frame import Frame
+from .cfa import _check_mosaic, channel_index, pattern_from_meta, superpixel
 
-__all__ = ["DEBAYER_METHODS", "debayer", "fill_cfa_nans"]
+__all__ = ["DEBAYER_METHODS", "debayer", "debayer_frame", "fill_cfa_nans"]
 
 logger = logging.getLogger(__name__)
 
@@ -484,3 +486,46 @@ def debayer(
     if has_nan and keep_nan:
         out[:, nan_mask] = np.nan
     return out
+
+
+def debayer_frame(
+    frame: Frame,
+    method: str = "rcd",
+    override: str | None = None,
+    keep_nan: bool = True,
+) -> Frame:
+    """Debayer a calibrated colour frame; mono and RGB frames are returned unchanged.
+
+    Parameters
+    ----------
+    frame : Frame
+        Calibrated frame: a CFA mosaic ``[y, x]`` with ``meta.bayer`` set, or mono/RGB.
+    method : {'rcd', 'bilinear', 'superpixel'}
+        See :func:`debayer`.
+    override : str, optional
+        User Bayer pattern (see :func:`astrostack.calibrate.pattern_from_meta`).
+    keep_nan : bool
+        See :func:`debayer`.
+
+    Returns
+    -------
+    Frame
+        New frame with float32 ``[3, y, x]`` data (half size for ``'superpixel'``) and
+        ``meta.bayer = None``; the input frame is not modified.
+
+    Raises
+    ------
+    ValueError
+        Naming the frame's file, for an unusable pattern or a colour frame that is not 2-D.
+    """
+    pattern = pattern_from_meta(frame.meta, override)
+    if pattern is None or frame.data.ndim == 3:
+        return frame
+    try:
+        rgb = debayer(frame.data, pattern, method=method, keep_nan=keep_nan)
+    except ValueError as exc:
+        msg = f"{frame.meta.path or 'frame'}: cannot debayer: {exc}"
+        raise ValueError(msg) from exc
+    logger.debug("%s: debayered (%s, %s)", frame.meta.path, pattern, method)
+    meta = dataclasses.replace(frame.meta, bayer=None, header=dict(frame.meta.header))
+    return Frame(rgb, meta)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from astrostack.io import FrameMeta, FrameReadError, read_frame
+from astrostack.io import FrameMeta, FrameReadError, read_frame, read_meta
 
 __all__ = ["astrostack_version", "inputs_hash", "plane_levels"]
 
@@ -120,17 +120,30 @@ def _plane_factor_image(factors: np.ndarray, shape: tuple[int, ...], cfa: bool) 
     return np.full((1, 1), factors[0], dtype=np.float32)
 
 
+def _plane_factors(factors: np.ndarray, shape: tuple[int, ...], cfa: bool) -> np.ndarray:
+    """Compact per-plane factors for :class:`_PreparedSource`: ``[2, 2]`` tile or ``[c, 1, 1]``."""
+    if len(shape) == 3:
+        return factors.astype(np.float32).reshape(-1, 1, 1)
+    if cfa:
+        return factors.astype(np.float32).reshape(2, 2)
+    return np.asarray([[factors[0]]], dtype=np.float32)
+
+
 @dataclass
 class _Good:
     path: Path
     meta: FrameMeta
     levels: np.ndarray | None = None
+    scale: float = 1.0  # engine per-frame scale (flats: 1 / level)
+    factor: np.ndarray | None = None  # per-CFA-plane factors applied by the band reader
 
 
 class _PreparedSource:
     """Band reader that subtracts a calibration image and applies per-plane factors.
 
-    Wraps a combine-engine source; ``read_rows`` returns ``(band - pre) * factor``.
+    Wraps a combine-engine source; ``read_rows`` returns ``(band - pre) * factor`` where
+    *factor* is a ``[2, 2]`` CFA tile (one factor per sub-lattice ``[y % 2, x % 2]``), a
+    ``[c, 1, 1]`` per-channel array or a ``[1, 1]`` scalar.
     """
 
     def __init__(self, inner: Any, pre: np.ndarray | None, factor: np.ndarray | None):
@@ -157,9 +170,15 @@ class _PreparedSource:
         band = self.inner.read_rows(y0, y1, out=out)
         if self.pre is not None:
             band -= self.pre[..., y0:y1, :]
-        if self.factor is not None:
-            f = self.factor
-            band *= f[..., y0:y1, :] if f.shape[-2] > 1 else f
+        f = self.factor
+        if f is not None:
+            if f.ndim == 2 and f.shape == (2, 2) and band.ndim == 2:  # CFA tile
+                for i in range(2):
+                    r = (i - y0) % 2  # first band row of CFA row parity i
+                    for j in range(2):
+                        band[r::2, j::2] *= f[i, j]
+            else:
+                band *= f
         return band
 
 
@@ -169,17 +188,25 @@ def _scan_frames(
     pre: np.ndarray | None = None,
     levels_cfa: bool | None = None,
 ) -> tuple[list[_Good], list[tuple[Path, str]], tuple[int, ...]]:
-    """Read each frame once (one at a time): keep the readable ones of the common size.
+    """Check each frame (one at a time): keep the readable ones of the common size.
 
-    With *levels_cfa* not None the robust level of ``frame - pre`` is measured per plane
-    (flats).  Returns the good frames, the skipped ones with reasons and the common shape.
+    Only headers are read (the io reader also checks the file size), unless *levels_cfa* is
+    not None: then each frame is read and the robust level of ``frame - pre`` measured per
+    plane (flats).  Returns the good frames, the skipped ones with reasons and the common
+    shape.
     """
     skipped: list[tuple[Path, str]] = []
     seen: list[_Good] = []
     for p in paths:
         p = Path(p)
         try:
-            frame = read_frame(p)
+            if levels_cfa is None:
+                meta = read_meta(p)  # header and file size checked, no pixels read
+                data = None
+            else:
+                frame = read_frame(p)
+                meta, data = frame.meta, frame.data
+                del frame
         except FrameReadError as exc:
             skipped.append((p, exc.reason))
             logger.warning("skipping %s %s: %s", kind, p, exc.reason)
@@ -189,14 +216,13 @@ def _scan_frames(
             skipped.append((p, reason))
             logger.warning("skipping %s %s: %s", kind, p, reason)
             continue
-        good = _Good(path=p, meta=frame.meta)
-        if levels_cfa is not None:
-            data = frame.data
+        good = _Good(path=p, meta=meta)
+        if data is not None:
             if pre is not None and pre.shape == data.shape:
                 data = data - pre
-            good.levels = plane_levels(data, levels_cfa)
+            good.levels = plane_levels(data, bool(levels_cfa))
+            del data
         seen.append(good)
-        del frame
     if not seen:
         return [], skipped, ()
     counts = Counter(tuple(g.meta.shape) for g in seen)
@@ -255,29 +281,42 @@ def _combine(
     kind: str,
     method: str,
     pre: np.ndarray | None,
-    scales: list[float] | None,
-    factors: list[np.ndarray | None] | None,
+    skipped: list[tuple[Path, str]],
     memory_limit: int | str | None,
     combine_options: dict[str, Any],
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[_Good]]:
+    """Stream *good* (each with its ``scale`` and ``factor``) through the combine engine.
+
+    Frames whose band reader cannot be made are appended to *skipped*.  Returns the
+    combined image and the frames actually used.
+    """
     from astrostack.combine import combine_sources
 
     kwargs = dict(combine_options)
     if memory_limit is not None:
         kwargs["memory_limit"] = memory_limit
-    if scales is not None:
-        kwargs["scales"] = np.asarray(scales, dtype=np.float64)
     with tempfile.TemporaryDirectory(prefix=f"astrostack-{kind}-") as tmp:
-        sources = []
-        for i, g in enumerate(good):
-            inner = _make_source(g.path, tuple(g.meta.shape), Path(tmp))
-            factor = factors[i] if factors is not None else None
-            sources.append(_PreparedSource(inner, pre, factor))
+        sources, used = [], []
+        for g in good:
+            try:
+                inner = _make_source(g.path, tuple(g.meta.shape), Path(tmp))
+            except (FrameReadError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", str(exc))
+                skipped.append((g.path, reason))
+                logger.warning("skipping %s %s: %s", kind, g.path, reason)
+                continue
+            sources.append(_PreparedSource(inner, pre, g.factor))
+            used.append(g)
+        if not used:
+            msg = f"no usable {kind} frames: none of {len(good)} files could be read"
+            raise ValueError(msg)
+        if any(g.scale != 1.0 for g in used):
+            kwargs["scales"] = np.array([g.scale for g in used], dtype=np.float64)
         result = combine_sources(sources, method=method, **kwargs)
     failed = result.parameters.get("failed_sources") or {}
     for i, reason in failed.items():
-        logger.warning("%s %s could not be read completely: %s", kind, good[i].path, reason)
-    return np.asarray(result.image, dtype=np.float32)
+        logger.warning("%s %s could not be read completely: %s", kind, used[i].path, reason)
+    return np.asarray(result.image, dtype=np.float32), used
 
 
 def _common_meta(good: list[_Good]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from .master_inputs import (
     _combine,
     _common_meta,
     _plane_factor_image,
+    _plane_factors,
     _scan_frames,
     astrostack_version,
     inputs_hash,
@@ -332,7 +333,7 @@ def build_master_bias(
     if not good:
         raise _no_frames("bias", paths, skipped)
     digest = inputs_hash(paths, _params("bias", method, sigma_low, sigma_high, combine_options))
-    data = _combine(good, "bias", method, None, None, None, memory_limit, opts)
+    data, good = _combine(good, "bias", method, None, skipped, memory_limit, opts)
     common = _common_meta(good)
     extra = {"ASSIGLO": opts["sigma_low"], "ASSIGHI": opts["sigma_high"]}
     logger.info("master bias: %d frames, %s, %d skipped", len(good), method, len(skipped))
@@ -400,7 +401,7 @@ def build_master_dark(
     pre = master_bias.data if master_bias is not None else None
     params = _params(kind, method, sigma_low, sigma_high, combine_options, master_bias)
     digest = inputs_hash(paths, params)
-    data = _combine(good, kind, method, pre, None, None, memory_limit, opts)
+    data, good = _combine(good, kind, method, pre, skipped, memory_limit, opts)
     common = _common_meta(good)
     extra = {
         "ASSIGLO": opts["sigma_low"],
@@ -572,15 +573,12 @@ def build_master_flat(
             usable.append(g)
     if not usable:
         raise _no_frames("flat", paths, skipped)
-    overall = [float(np.median(g.levels)) for g in usable]
-    scales = [1.0 / lv for lv in overall]
-    factors = None
-    if len(usable[0].levels) > 1:
-        factors = [
-            _plane_factor_image(lv / g.levels, shape, cfa)
-            for g, lv in zip(usable, overall, strict=True)
-        ]
-    data = _combine(usable, "flat", method, pre, scales, factors, memory_limit, opts)
+    for g in usable:
+        overall = float(np.median(g.levels))
+        g.scale = 1.0 / overall  # the engine's per-frame multiplicative normalisation
+        if len(g.levels) > 1:  # and each CFA plane / channel to the same level
+            g.factor = _plane_factors(overall / g.levels, shape, cfa)
+    data, usable = _combine(usable, "flat", method, pre, skipped, memory_limit, opts)
     norm = plane_levels(data, cfa)
     if not np.all(np.isfinite(norm)) or np.any(norm <= 0):
         msg = f"master flat has a non-positive level {norm.tolist()}; check the flat frames"

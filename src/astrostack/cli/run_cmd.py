@@ -122,6 +122,9 @@ def _summary(result, console: Console, extra: dict[str, Any] | None = None) -> N
     for s in result.stages:
         t.add_row(s.name, f"{s.seconds:.2f}", f"{s.peak_mb:.0f}", str(s.computed), str(s.reused))
     console.print(t)
+    reused = [f"{s.reused} {s.name}" for s in result.stages if s.reused]
+    if reused:
+        console.print("reused from the cache (inputs unchanged): " + ", ".join(reused))
     for k, v in (extra or {}).items():
         console.print(f"{k}: {v}")
     for w in result.warnings:

@@ -499,13 +499,14 @@ def _run_distributed(sources, bands, args, asm, progress, address: str, numba_th
         # up to 2 tasks per worker thread in flight, then one more per completion
         pending = iter(bands)
         first = [submit(next(pending)) for _ in range(min(2 * slots, len(bands)))]
-        futures = as_completed(first)
-        done = 0
-        for fut in futures:
-            item = fut.result()
-            fut.release()
-            done += 1
-            _collect(asm, item, progress, done, len(bands))
-            nxt = next(pending, None)
-            if nxt is not None:
-                futures.add(submit(nxt))
+        with client.as_current():
+            futures = as_completed(first)
+            done = 0
+            for fut in futures:
+                item = fut.result()
+                fut.release()
+                done += 1
+                _collect(asm, item, progress, done, len(bands))
+                nxt = next(pending, None)
+                if nxt is not None:
+                    futures.add(submit(nxt))

@@ -41,6 +41,7 @@ import numpy as np
 
 from .rejection import (
     FP_CUTOFF,
+    FP_ESD_FRAC,
     FP_PERC_HIGH,
     FP_PERC_LOW,
     FP_SIGMA_HIGH,
@@ -100,7 +101,7 @@ class CombineResult:
         The method actually used (``auto`` is resolved).
     parameters : dict
         The parameters of that method, plus ``n_frames`` (and ``requested='auto'``
-        with the reason when chosen automatically).
+        when the method was chosen automatically from N).
     """
 
     image: np.ndarray
@@ -173,13 +174,13 @@ def _prepare_weights(weights, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 @functools.lru_cache(maxsize=16)
-def _esd_table(n_frames: int, outlier_fraction: float, significance: float) -> np.ndarray:
-    table = esd_critical_values(n_frames, outlier_fraction, significance)
+def _esd_table(n_frames: int, significance: float) -> np.ndarray:
+    table = esd_critical_values(n_frames, significance)
     table.setflags(write=False)
     return table
 
 
-_NO_ESD = np.full((1, 1), np.inf)
+_NO_ESD = np.full(1, np.inf)
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Combiner:
 
     # -- parameter plumbing (overridden by subclasses) ---------------------------------
     def _fpar(self) -> np.ndarray:
-        return np.zeros(5, dtype=np.float64)
+        return np.zeros(6, dtype=np.float64)
 
     def _ipar(self) -> np.ndarray:
         ip = np.zeros(5, dtype=np.int64)
@@ -526,7 +527,12 @@ class ESDCombine(Combiner):
             raise ValueError(msg)
 
     def _esd(self, n_frames: int) -> np.ndarray:
-        return _esd_table(int(n_frames), float(self.outlier_fraction), float(self.significance))
+        return _esd_table(int(n_frames), float(self.significance))
+
+    def _fpar(self) -> np.ndarray:
+        fp = super()._fpar()
+        fp[FP_ESD_FRAC] = self.outlier_fraction
+        return fp
 
 
 @dataclass(frozen=True)
@@ -664,7 +670,8 @@ class AutoCombine:
 
     def _pick(self, n_frames: int) -> Combiner:
         chosen = self.select(n_frames)
-        logger.info("combine: auto rejection chose %r for N=%d frames", chosen.method, n_frames)
+        # debug, not info: the engine calls this once per band and channel
+        logger.debug("combine: auto rejection chose %r for N=%d frames", chosen.method, n_frames)
         return chosen
 
     def __call__(self, stack: np.ndarray, weights: np.ndarray | None = None) -> CombineResult:

@@ -23,6 +23,7 @@ from .stats import median_inplace, sort_pairs, sort_values, sorted_mad, sorted_m
 
 __all__ = [
     "FP_CUTOFF",
+    "FP_ESD_FRAC",
     "FP_PERC_HIGH",
     "FP_PERC_LOW",
     "FP_SIGMA_HIGH",
@@ -55,6 +56,7 @@ FP_SIGMA_HIGH = 1
 FP_PERC_LOW = 2
 FP_PERC_HIGH = 3
 FP_CUTOFF = 4
+FP_ESD_FRAC = 5
 # indices into the integer parameter vector
 IP_MAXITERS = 0
 IP_N_LOW = 1
@@ -72,44 +74,34 @@ _WINSOR_TOL = 5e-4
 _WINSOR_MAX_INNER = 50
 
 
-def esd_critical_values(n_frames: int, outlier_fraction: float, significance: float) -> np.ndarray:
-    """Critical values ``lambda[n, i]`` of the generalized ESD test (Rosner 1983).
+def esd_critical_values(n_frames: int, significance: float) -> np.ndarray:
+    """Critical values of the generalized ESD test (Rosner 1983), by sample size.
+
+    The i-th test of ``n`` values is made on the ``m = n - i + 1`` values still in, and its
+    critical value depends on ``m`` only::
+
+        lambda(m) = (m - 1) t / sqrt((m - 2 + t**2) m),  t = t_{1 - alpha / (2 m), m - 2}
 
     Parameters
     ----------
     n_frames : int
         Largest number of values per pixel.
-    outlier_fraction : float
-        Upper bound on the fraction of outliers tested, ``r(n) = min(floor(f n), n - 3)``.
     significance : float
-        Significance level alpha of the test.
+        Significance level alpha of each test.
 
     Returns
     -------
     numpy.ndarray
-        float64 ``[n_frames + 1, rmax + 1]``; ``lambda[n, i]`` for ``1 <= i <= r(n)``,
-        ``inf`` elsewhere (never exceeded, so no rejection).
+        float64 ``[n_frames + 1]``; ``lambda[m]`` for ``m >= 3``, ``inf`` below (no test).
     """
     from scipy.stats import t as student_t
 
-    n_all = np.arange(n_frames + 1)
-    r_all = np.maximum(
-        np.minimum(np.floor(outlier_fraction * n_all).astype(np.int64), n_all - 3), 0
-    )
-    rmax = int(r_all.max()) if n_all.size else 0
-    table = np.full((n_frames + 1, rmax + 1), np.inf, dtype=np.float64)
-    if rmax == 0:
+    table = np.full(n_frames + 1, np.inf, dtype=np.float64)
+    if n_frames < 3:
         return table
-    nn, ii = np.meshgrid(n_all, np.arange(1, rmax + 1), indexing="ij")
-    valid = ii <= r_all[:, None]
-    n = nn[valid].astype(np.float64)
-    i = ii[valid].astype(np.float64)
-    p = 1.0 - significance / (2.0 * (n - i + 1.0))
-    dof = n - i - 1.0
-    tq = student_t.ppf(p, dof)
-    lam = (n - i) * tq / np.sqrt((dof + tq * tq) * (n - i + 1.0))
-    sub = table[:, 1:]
-    sub[valid] = lam
+    m = np.arange(3, n_frames + 1, dtype=np.float64)
+    tq = student_t.ppf(1.0 - significance / (2.0 * m), m - 2.0)
+    table[3:] = (m - 1.0) * tq / np.sqrt((m - 2.0 + tq * tq) * m)
     return table
 
 
@@ -406,18 +398,19 @@ def _reject_linear_fit(v, w, flag, lo, hi, sl, sh, maxiters, min_kept):  # pragm
 
 
 @njit(cache=True, fastmath=False)
-def _reject_esd(v, lo, hi, lam, side):  # pragma: no cover - compiled
+def _reject_esd(v, lo, hi, lam, frac, side):  # pragma: no cover - compiled
     """Generalized extreme Studentized deviate test on the sorted ``v[lo:hi]``.
 
-    For i = 1..r(n): R_i = max |x - mean| / s (sample std, ddof=1) over the remaining
-    values (the extreme is always the lowest or the highest), then the extreme is set
-    aside.  The number of outliers is the largest i with ``R_i > lambda[n, i]``.
-    Returns the kept range.
+    With ``n`` values, ``r = min(floor(frac * n), n - 3)`` extremes are tested: for
+    i = 1..r, R_i = max |x - mean| / s (sample std, ddof=1) over the remaining values
+    (the extreme is always the lowest or the highest), then the extreme is set aside.
+    The number of outliers is the largest i with ``R_i > lam[n - i + 1]``.  Returns the
+    kept range.
     """
     n = hi - lo
-    if n >= lam.shape[0]:
+    r = min(int(np.floor(frac * n)), n - 3)
+    if r < 1 or n >= lam.shape[0]:
         return lo, hi
-    r = lam.shape[1] - 1
     a = lo
     b = hi
     n_out = 0
@@ -430,9 +423,7 @@ def _reject_esd(v, lo, hi, lam, side):  # pragma: no cover - compiled
         s1 += d
         s2 += d * d
     for i in range(1, r + 1):
-        lim = lam[n, i]
-        if not np.isfinite(lim):
-            break
+        lim = lam[n - i + 1]
         m = b - a
         mean = s1 / m
         var = (s2 - s1 * mean) / (m - 1)
@@ -451,8 +442,17 @@ def _reject_esd(v, lo, hi, lam, side):  # pragma: no cover - compiled
             big = d_lo
             side[i] = -1
             a += 1
-        s1 -= x
-        s2 -= x * x
+        if x * x > 1e6 * s2 / m:
+            # a far outlier dominated the sums: recompute them rather than subtract
+            s1 = 0.0
+            s2 = 0.0
+            for k in range(a, b):
+                d = v[k] - ref
+                s1 += d
+                s2 += d * d
+        else:
+            s1 -= x
+            s2 -= x * x
         if big / s > lim:
             n_out = i
     new_lo = lo
@@ -522,6 +522,7 @@ def combine_pixels(
     pl = fpar[FP_PERC_LOW]
     ph = fpar[FP_PERC_HIGH]
     cutoff = fpar[FP_CUTOFF]
+    esd_frac = fpar[FP_ESD_FRAC]
     maxiters = ipar[IP_MAXITERS]
     n_low_mm = ipar[IP_N_LOW]
     n_high_mm = ipar[IP_N_HIGH]
@@ -586,7 +587,7 @@ def combine_pixels(
                         v, w, flag, 0, n, sl, sh, maxiters, min_kept
                     )
                 elif method == 5:
-                    lo, hi = _reject_esd(v, 0, n, esd_lam, side)
+                    lo, hi = _reject_esd(v, 0, n, esd_lam, esd_frac, side)
                 elif method == 6:
                     lo, hi = _reject_percentile(v, 0, n, pl, ph)
                 elif method == 7:

@@ -343,14 +343,19 @@ def detect_stars(
         xb = np.clip(2 * objs["xpeak"], 0, nx - 2)
         blocks = [(yb, xb), (yb + 1, xb), (yb, xb + 1), (yb + 1, xb + 1)]
         raw_peak = np.max([data[yy, xx] for yy, xx in blocks], axis=0)
-        peak = np.max([sub[yy, xx] for yy, xx in blocks], axis=0)
-        cols = {"x": 2.0 * objs["x"] + 0.5, "y": 2.0 * objs["y"] + 0.5, "flux": 4.0 * objs["flux"]}
+        vals = np.array([sub[yy, xx] for yy, xx in blocks])
+        best = np.argmax(vals, axis=0)
+        peak = vals[best, np.arange(best.size)]
+        # start from the full-resolution peak pixel (winpos refines it below)
+        cols = {"x": xb + (best >= 2), "y": yb + (best % 2), "flux": 4.0 * objs["flux"],
+                "x_iso": 2.0 * objs["x"] + 0.5, "y_iso": 2.0 * objs["y"] + 0.5}  # fmt: skip
     else:
         sub, rms, k = sub_d, rms_d, 1.0
         ypk = np.clip(objs["ypeak"], 0, ny - 1)
         xpk = np.clip(objs["xpeak"], 0, nx - 1)
         raw_peak, peak = data[ypk, xpk], objs["peak"]
-        cols = {"x": objs["x"], "y": objs["y"], "flux": objs["flux"]}
+        cols = {"x": objs["x"], "y": objs["y"], "flux": objs["flux"],
+                "x_iso": objs["x"], "y_iso": objs["y"]}  # fmt: skip
     cols.update(
         a=k * np.maximum(objs["a"], 1e-3), b=k * np.maximum(objs["b"], 1e-3),
         theta=objs["theta"], flag=objs["flag"], peak=peak, raw_peak=raw_peak,
@@ -402,9 +407,15 @@ def detect_stars(
     # Windowed centroids of deblended neighbours drift towards each other: keep sep's.
     bad = (wflag != 0) | ~np.isfinite(xw) | ~np.isfinite(yw)
     bad |= (cols["flag"] & FLAG_SEP_MERGED) > 0
-    bad |= (np.abs(xw - cols["x"]) > 2.0 * sig + 1) | (np.abs(yw - cols["y"]) > 2.0 * sig + 1)
-    cols["x"] = np.where(bad, cols["x"], xw)
-    cols["y"] = np.where(bad, cols["y"], yw)
+    bad |= (np.abs(xw - cols["x_iso"]) > 2.0 * sig + 1) | (np.abs(yw - cols["y_iso"]) > 2.0 * sig + 1)
+    cols["x"] = np.where(bad, cols["x_iso"], xw)
+    cols["y"] = np.where(bad, cols["y_iso"], yw)
+    # final HFD at the refined centre, in one aperture for all stars: 3x the median
+    # first-pass HFD holds all the flux of a star without much noise
+    rfin = float(np.clip(3.0 * np.median(cols["hfd"]), 4.0, 40.0))
+    r50, _ = sep.flux_radius(sub, cols["x"], cols["y"], np.full(cols["x"].size, rfin), 0.5,
+                             subpix=5)  # fmt: skip
+    cols["hfd"] = np.where(np.isfinite(r50), 2.0 * np.asarray(r50, dtype=np.float64), cols["hfd"])
     # Drop a detection lying within 1 px of a brighter one (split or doubled objects).
     if cols["x"].size > 1:
         pairs = cKDTree(np.column_stack([cols["x"], cols["y"]])).query_pairs(

@@ -25,7 +25,7 @@ import numpy as np
 from ..combine.engine import combine_sources
 from ..combine.sources import FrameSource, open_source
 from ..io.atomic import atomic_path
-from .normalize import NORMALIZATIONS, compute_normalization, measure_frame
+from .normalize import NORMALIZATIONS, compute_normalization, default_tile, measure_frame
 from .weights import compute_weights, parse_weighting
 
 __all__ = ["FrameRecord", "StackResult", "stack_frames", "write_stack"]
@@ -168,7 +168,8 @@ def stack_frames(
         Product of ``none``, ``exposure``, ``noise``, ``fwhm``, ``stars`` (e.g.
         ``'noise*fwhm'``).
     reference : int
-        Index (in ``sources``) of the reference frame.
+        Index (in ``sources``) of the reference frame; when that frame is unusable
+        the first usable frame is the reference (logged and recorded).
     memory_limit : int, float or str
         Budget of the combine pass, e.g. ``'2GB'``.
     scheduler : str
@@ -189,8 +190,7 @@ def stack_frames(
     Raises
     ------
     ValueError
-        For unknown options, when the reference frame is unusable or fewer than one
-        frame remains.
+        For unknown options or when no frame is usable.
     """
     if normalization not in NORMALIZATIONS:
         msg = f"normalization {normalization!r} unknown; use one of {', '.join(NORMALIZATIONS)}"
@@ -211,12 +211,15 @@ def stack_frames(
         except (OSError, ValueError) as exc:
             skipped.append((str(item), str(exc)))
             logger.warning("skipping %s: %s", item, exc)
+    if not usable:
+        msg = f"none of the {len(items)} frames can be read (first: {skipped[0][1]})"
+        raise ValueError(msg)
     ref_src = next((s for i, s in usable if i == reference), None)
     if ref_src is None:
-        msg = f"{items[reference]}: the reference frame cannot be read; choose another reference"
-        raise ValueError(msg)
+        logger.warning("reference %s unreadable; using %s", items[reference], usable[0][1].path)
+        reference, ref_src = usable[0]
     shape = tuple(ref_src.shape)
-    tile = tile or (min(256, max(32, min(shape[-2:]) // 16)))
+    tile = tile or default_tile(shape)
     kept: list[tuple[int, FrameSource]] = []
     stats = []
     for done, (i, src) in enumerate(usable, 1):
@@ -230,12 +233,16 @@ def stack_frames(
             stats.append(measure_frame(src, tile=tile))
             kept.append((i, src))
         except (OSError, ValueError) as exc:
-            if i == reference:
-                raise
             skipped.append((str(src.path), str(exc)))
             logger.warning("skipping %s: %s", src.path, exc)
         if progress is not None:
             progress("measure", done, len(usable))
+    if not kept:
+        msg = f"no usable frame among {len(items)}: {skipped[0][0]}: {skipped[0][1]}"
+        raise ValueError(msg)
+    if reference not in [i for i, _ in kept]:
+        logger.warning("reference frame unusable; using %s", kept[0][1].path)
+        reference = kept[0][0]
     ref_pos = [i for i, _ in kept].index(reference)
     names = [str(src.path) for _, src in kept]
     norm = compute_normalization(stats, ref_pos, normalization)

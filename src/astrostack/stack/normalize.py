@@ -24,10 +24,10 @@ Normalisations (``value' = value * scale + offset``, relative to the reference f
                            surface ``B_i`` (bilinear interpolation of the tile grid) is
                            replaced by the reference's, which removes gradients, cloud glow
                            and partial-coverage level differences; ``k_i`` is the *signal*
-                           scale - the median over bright tiles of the ratio of tile fluxes
-                           above background (reference / frame), which follows transparency
-                           and is insensitive to seeing - or the dispersion ratio when the
-                           field has too few bright tiles
+                           scale - the ratio of tile fluxes above background (template /
+                           frame, over bright tiles), which follows transparency and is
+                           insensitive to seeing - or 1 when the field has too few bright
+                           tiles (a dispersion ratio would just equalise the noise)
 =========================  ==================================================================
 
 ``m`` = location, ``s`` = dispersion.  Only finite pixels enter any statistic, so
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -348,7 +349,8 @@ def _signal_scales(stats: list[FrameStats], reference: int, min_tiles: int = 5) 
     else:
         template_from = list(range(n))
     for _ in range(3):
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN tiles (no coverage)
             scaled = flux[template_from] * k[template_from][:, :, None]
             template = np.nanmedian(scaled, axis=0)  # [C, T]
             t_sigma = np.nanmedian(sig[template_from] * k[template_from][:, :, None], axis=0)
@@ -377,7 +379,8 @@ class Normalization:
     surfaces : list of GridSurface or None
         Per-pixel offsets (``local``), else ``None``.
     scale_source : list of str
-        Per frame: how the scale was obtained (``'signal'``, ``'dispersion'``, ``'-'``).
+        Per frame: how the scale was obtained (``'signal'``, ``'reference'``, ``'none'``,
+        ``'dispersion'`` or ``'-'``).
     """
 
     method: str
@@ -434,11 +437,12 @@ def compute_normalization(
             signal = _signal_scales(stats, reference)
             for i, st in enumerate(stats):
                 k = np.ones(channels) if i == reference else signal[i]
-                disp = s_ref / st.dispersion
                 source[i] = "reference" if i == reference else "signal"
                 if not np.all(np.isfinite(k)):
-                    source[i] = "dispersion"
-                    k = np.where(np.isfinite(k), k, disp)
+                    # no measurable signal (too few bright tiles): keep the frame's scale;
+                    # a dispersion ratio would only equalise the noise and defeat weighting
+                    source[i] = "none"
+                    k = np.where(np.isfinite(k), k, 1.0)
                 scales[i] = k
                 if i == reference:
                     surfaces.append(None)

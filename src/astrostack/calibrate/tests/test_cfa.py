@@ -194,7 +194,9 @@ def test_background_levels_ignore_stars():
     levels = (40.0, 100.0, 70.0)
     rgb = _sky_with_stars(levels)
     est = background_levels(rgb)
-    np.testing.assert_allclose(est, levels, atol=0.5)  # stars would bias a plain median up
+    # measured: within 0.1 of the truth, where the plain median is 0.4 too high (stars)
+    np.testing.assert_allclose(est, levels, atol=0.2)
+    assert np.all(np.median(rgb, axis=(1, 2)) - np.array(levels) > 0.3)
     mask = np.zeros(rgb.shape[1:], bool)
     mask[:50, :50] = True
     np.testing.assert_allclose(background_levels(rgb, mask=mask, step=1), levels, atol=1.0)

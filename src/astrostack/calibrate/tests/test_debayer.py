@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from astrostack.calibrate.cfa import BAYER_PATTERNS, channel_index, mosaic_rgb
-from astrostack.calibrate.debayer import debayer, fill_cfa_nans
+from astrostack.calibrate.debayer import debayer, debayer_frame, fill_cfa_nans
+from astrostack.io.frame import Frame, FrameMeta
 from astrostack.io.metadata import bayer_shift, flip_pattern_vertically
 
 H, W = 192, 256
@@ -234,6 +235,17 @@ def test_nan_border_and_defects_do_not_spread(method):
     assert near_truth.max() < 0.2
 
 
+def test_superpixel_method_with_defects():
+    rgb = np.stack([np.full((8, 8), v, np.float32) for v in (1.0, 2.0, 3.0)])
+    m = mosaic_rgb(rgb, "RGGB")
+    m[0, 0] = np.inf  # red of cell (0, 0)
+    m[2, 3] = np.nan  # G1 of cell (1, 1)
+    out = debayer(m, "RGGB", "superpixel")
+    assert np.isnan(out[0, 0, 0]) and np.isfinite(out[1:, 0, 0]).all()
+    np.testing.assert_allclose(out[:, 1, 1], [1.0, 2.0, 3.0])  # the other green is used
+    np.testing.assert_allclose(debayer(m, "RGGB", "superpixel", keep_nan=False), rgb[:, ::2, ::2])
+
+
 def test_band_rows_do_not_change_the_result():
     rng = np.random.default_rng(7)
     m = rng.gamma(2.0, 100.0, (157, 131)).astype(np.float32)
@@ -262,6 +274,25 @@ def test_background_at_zero_stays_stable():
     assert rcd.std() < 1.5 * bil.std()
     assert np.abs(rcd).max() < 8.0
     assert abs(float(rcd.mean())) < 0.05
+
+
+def test_debayer_frame_uses_meta_and_override():
+    _, truth, _ = _scene(seed=9)
+    m = mosaic_rgb(truth, "BGGR")
+    frame = Frame(m, FrameMeta(path=Path("lights/l1.fits"), kind="light", bayer="BGGR"))
+    out = debayer_frame(frame, method="bilinear")
+    assert out.data.shape == (3, H, W) and out.meta.bayer is None
+    assert out.meta.shape == (3, H, W) and out.meta.kind == "light"
+    np.testing.assert_array_equal(out.data, debayer(m, "BGGR", "bilinear"))
+    assert frame.meta.bayer == "BGGR" and frame.data.shape == (H, W)  # input untouched
+    # a wrong header corrected by the user's override
+    wrong = Frame(m.copy(), FrameMeta(path=Path("l2.fits"), bayer="RGGB"))
+    fixed = debayer_frame(wrong, method="bilinear", override="BGGR")
+    np.testing.assert_array_equal(fixed.data, out.data)
+    mono = Frame(m.copy(), FrameMeta(bayer=None))
+    assert debayer_frame(mono) is mono
+    with pytest.raises(ValueError, match=r"l3\.fits"):
+        debayer_frame(Frame(m.copy(), FrameMeta(path=Path("l3.fits"), bayer="QQQQ")))
 
 
 def test_bad_input_errors():

@@ -26,7 +26,7 @@ def night(tmp_path_factory):
     """A small night with one cloudy and one trailed light, processed once."""
     root = tmp_path_factory.mktemp("night")
     frames = root / "frames"
-    simulate_session(frames, SessionConfig.small(n_lights=8, bad_frames=BAD, seed=7))
+    simulate_session(frames, SessionConfig.small(n_lights=10, exposure=120.0, bad_frames=BAD, seed=7))
     result = run(frames, root / "out")
     return frames, root, result
 
@@ -51,13 +51,13 @@ def test_end_to_end_matches_truth(night):
     assert set(excluded) == set(bad_files)
     for name, kind in bad_files.items():
         assert kind in excluded[name], (name, excluded[name])
-    assert len(g.used) == 6 and all(f.weight and f.weight > 0 for f in g.used)
+    assert len(g.used) == 8 and all(f.weight and f.weight > 0 for f in g.used)
     # The stack reproduces the true sky.
     with fits.open(out / "stack.fits") as hdul:
         data = hdul[0].data
         hdr = hdul[0].header
     assert data.dtype == np.dtype(">f4") and data.shape == (256, 256)
-    assert hdr["NCOMBINE"] == 6 and hdr["ASNUSED"] == 6 and hdr["ASNLIGHT"] == 8
+    assert hdr["NCOMBINE"] == 8 and hdr["ASNUSED"] == 8 and hdr["ASNLIGHT"] == 10
     assert hdr["ASREF"] == g.reference.name
     history = "\n".join(str(h) for h in hdr["HISTORY"])
     assert "excluded" in history and "master flat" in history and "config [stack]" in history
@@ -76,23 +76,23 @@ def test_end_to_end_matches_truth(night):
 
 def test_rejection_change_reuses_everything_upstream(night):
     frames, root, first = night
-    assert first.stage("calibrate").computed == 8 and first.stage("masters").computed == 3
+    assert first.stage("calibrate").computed == 10 and first.stage("masters").computed == 3
     before = _stack_bytes(root / "out" / "stack.fits")
     again = run(frames, root / "out", stack__method="winsorized", sigma_high=2.5)
     assert again.stage("masters").reused == 3 and again.stage("masters").computed == 0
-    assert again.stage("calibrate").reused == 8 and again.stage("calibrate").computed == 0
-    assert again.stage("quality").reused == 8 and again.stage("quality").computed == 0
-    assert again.stage("register").reused == 6 and again.stage("register").computed == 0
-    assert again.stage("warp").reused == 6 and again.stage("warp").computed == 0
+    assert again.stage("calibrate").reused == 10 and again.stage("calibrate").computed == 0
+    assert again.stage("quality").reused == 10 and again.stage("quality").computed == 0
+    assert again.stage("register").reused == 8 and again.stage("register").computed == 0
+    assert again.stage("warp").reused == 8 and again.stage("warp").computed == 0
     assert again.stage("stack").computed == 1
     hdr = fits.getheader(root / "out" / "stack.fits")
     assert hdr["STKMETH"] == "winsorized" and hdr["SIGHIGH"] == 2.5
     assert _stack_bytes(root / "out" / "stack.fits") != before
     # A registration parameter change redoes registration and warping only.
     third = run(frames, root / "out", interpolation="bicubic")
-    assert third.stage("calibrate").reused == 8
-    assert third.stage("register").reused == 6
-    assert third.stage("warp").computed == 6
+    assert third.stage("calibrate").reused == 10
+    assert third.stage("register").reused == 8
+    assert third.stage("warp").computed == 8
 
 
 _CHILD = """
@@ -129,9 +129,9 @@ def test_sigkill_during_registration_resumes_identically(night, tmp_path):
     assert not (out / "stack.fits").exists()
     n_done = len(list(registered.glob("*.json")))
     resumed = run(frames, out)
-    assert resumed.stage("calibrate").reused == 8
+    assert resumed.stage("calibrate").reused == 10
     assert resumed.stage("warp").reused >= n_done >= 2
-    assert resumed.stage("warp").computed == 6 - resumed.stage("warp").reused
+    assert resumed.stage("warp").computed == 8 - resumed.stage("warp").reused
     assert not list((out / "cache").rglob(".tmp-*"))
     # Same data as the uninterrupted run (default configuration, separate output).
     base = tmp_path / "uninterrupted"

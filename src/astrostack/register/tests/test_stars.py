@@ -144,3 +144,24 @@ def test_luminance_mono_and_colour():
     assert out.dtype == np.float32 and np.array_equal(out, mono)
     with pytest.raises(ValueError, match="Bayer"):
         bayer_green_mask((4, 4), "RGBX")
+
+
+def test_binned_detection_measures_at_full_resolution():
+    xy, f, img = _field(n=50, seed=6, sigma=1.5)
+    img = img.copy()
+    hot = np.array([[50, 60], [200, 100], [301, 250]])
+    img[hot[:, 1], hot[:, 0]] += 8000.0
+    full = detect_stars(img, bin2=False)
+    binned = detect_stars(img, bin2=True)
+    ok, j = _pair(binned.xy, xy)
+    assert ok.all() and ok.sum() >= len(xy) - 2
+    err = binned.xy - xy[j]
+    assert np.sqrt(np.mean(np.sum(err**2, axis=1))) < 0.04
+    assert np.all(cKDTree(hot.astype(float)).query(binned.xy)[0] > 1.0)
+    # sizes, fluxes and noise agree with the full-resolution detection
+    ok2, j2 = _pair(binned.xy, full.xy, radius=0.2)
+    assert ok2.sum() >= len(binned) - 2
+    np.testing.assert_allclose(np.median(binned.hfd[ok2] / full.hfd[j2]), 1.0, atol=0.02)
+    np.testing.assert_allclose(binned.hfd[ok2], full.hfd[j2], rtol=0.15)
+    np.testing.assert_allclose(binned.flux[ok2], full.flux[j2], rtol=0.1)
+    assert binned.background_rms == pytest.approx(full.background_rms, rel=0.15)

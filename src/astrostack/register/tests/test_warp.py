@@ -90,7 +90,7 @@ def test_colour_and_nan_source():
     assert np.isfinite(o2[20:60, 20:70]).all()
     diff = np.abs(o2 - mono)[20:60, 20:70]
     assert np.nanmax(diff) < 3.0
-    assert np.count_nonzero(diff) <= 49  # only outputs whose 6x6 taps include the hole
+    assert np.count_nonzero(diff > 1e-3) <= 49  # only outputs whose 6x6 taps include the hole
 
 
 def test_warp_to_file_roundtrip(tmp_path):

@@ -241,3 +241,26 @@ def test_write_stack_and_header(tmp_path):
         "weight.fits",
     ]
     assert NpySource(paths[0]).shape == SHAPE
+
+
+def test_colour_frames_per_channel():
+    rng = np.random.default_rng(21)
+    scene = stars(rng, n=80)
+    tint = np.array([1.0, 0.8, 0.5])
+    levels = np.array([800.0, 1000.0, 1200.0])
+    truth = scene[None] * tint[:, None, None] + levels[:, None, None]
+    data = []
+    for i in range(8):
+        t = 1.0 if i != 5 else 0.5  # one hazy frame: half the signal in every channel
+        sky = levels[:, None, None] * (1 + 0.05 * (i % 3))
+        noisy = t * scene[None] * tint[:, None, None] + sky + rng.normal(0, SIGMA, (3, *SHAPE))
+        data.append(noisy.astype(np.float32))
+    res = stack_frames([ArraySource(f) for f in data], method="winsorized")
+    assert res.image.shape == (3, *SHAPE)
+    hazy = np.array(res.frames[5].scale)
+    assert np.all(np.abs(hazy - 2.0) < 0.2), hazy  # per-channel signal scale
+    for c in range(3):
+        noise = robust_std(res.image[c] - truth[c])
+        # 8 frames, the hazy one weighted ~1/4: ideal sigma / sqrt(7.25)
+        assert noise < 1.1 * SIGMA / np.sqrt(7.25), (c, noise)
+        assert abs(np.median(res.image[c] - truth[c])) < 0.3
