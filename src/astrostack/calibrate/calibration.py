@@ -300,7 +300,7 @@ def calibrate_light(
     dark_scale : {'exposure', 'optimize'} or float
         ``'exposure'``: light / dark exposure ratio; ``'optimize'``: the ``k`` minimising the
         calibrated light's noise (:func:`optimize_dark_scale`); a number: that ``k``.  A dark
-        that still includes the offset is always subtracted with ``k = 1``.
+        that still includes the offset is subtracted with ``k = 1`` unless a number is given.
     cfa : bool or None
         Whether the frame is a Bayer mosaic; ``None`` takes it from ``frame.meta.bayer``.
     detect_hot : bool

@@ -156,13 +156,17 @@ class Master:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Master:
-        """Read a master written by :meth:`save`.
+    def load(cls, path: str | Path, kind: str | None = None) -> Master:
+        """Read a master written by :meth:`save`, or another program's master with *kind*.
 
         Parameters
         ----------
         path : str or Path
             The master's FITS file.
+        kind : str or None
+            Required for a master made by another program (no ``ASKIND`` keyword): a master
+            dark from elsewhere is taken to still include the offset, a master flat is
+            normalised to a median of 1 (per CFA plane).
 
         Returns
         -------
@@ -171,17 +175,43 @@ class Master:
         Raises
         ------
         FrameReadError
-            If the file cannot be read or is not an astrostack master.
+            If the file cannot be read, or is not an astrostack master and *kind* is None.
         """
         frame = read_frame(path)
         h = frame.meta.header
-        kind = str(h.get("ASKIND", "")).strip().lower()
-        if kind not in MASTER_KINDS:
-            msg = "not an astrostack master (no ASKIND keyword); rebuild it or remove the file"
-            raise FrameReadError(path, msg)
+        stored = str(h.get("ASKIND", "")).strip().lower()
+        if stored not in MASTER_KINDS:
+            if kind not in MASTER_KINDS:
+                msg = (
+                    "not an astrostack master (no ASKIND keyword); rebuild it, or load it "
+                    "with kind='bias'|'dark'|'darkflat'|'flat'"
+                )
+                raise FrameReadError(path, msg)
+            data = frame.data
+            cfa = frame.meta.bayer is not None and data.ndim == 2
+            if kind == "flat":
+                norm = plane_levels(data, cfa)
+                if not np.all(np.isfinite(norm)) or np.any(norm <= 0):
+                    raise FrameReadError(path, f"flat level {norm.tolist()} is not positive")
+                data = data * _plane_factor_image(1.0 / norm, data.shape, cfa)
+            return cls(
+                data=data,
+                kind=kind,
+                n_frames=int(h.get("NCOMBINE", 0) or 0),
+                exposure=frame.meta.exposure,
+                temperature=frame.meta.temperature,
+                bayer=frame.meta.bayer,
+                includes_bias=kind in ("dark", "darkflat"),
+                method="external",
+                digest=inputs_hash([path], {"external": kind}),
+                header=dict(h),
+                path=Path(path),
+            )
+        if kind is not None and kind != stored:
+            raise FrameReadError(path, f"this is a master {stored}, not a master {kind}")
         return cls(
             data=frame.data,
-            kind=kind,
+            kind=stored,
             n_frames=int(h.get("NCOMBINE", 0) or 0),
             exposure=frame.meta.exposure,
             temperature=frame.meta.temperature,
@@ -481,10 +511,13 @@ def _flat_pre(
             if master_bias is None and exposure and master_dark.exposure:
                 if abs(exposure / master_dark.exposure - 1.0) < 0.05:
                     return master_dark.data, "dark (incl. offset)"
-            logger.warning(
-                "master dark includes the offset and does not match the flats' exposure; "
-                "not subtracted from the flats"
-            )
+            if master_bias is None:
+                logger.warning(
+                    "the master dark includes the offset and its exposure (%ss) is not the "
+                    "flats' (%ss): not subtracted from the flats",
+                    master_dark.exposure,
+                    exposure,
+                )
         elif exposure and master_dark.exposure:
             k = exposure / master_dark.exposure
             pre = (

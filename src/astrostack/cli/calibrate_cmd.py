@@ -17,7 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["MasterBuild", "build_session_masters", "calibrate", "masters", "register"]
+__all__ = [
+    "MasterBuild",
+    "build_session_masters",
+    "build_unplanned_masters",
+    "calibrate",
+    "masters",
+    "register",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +85,7 @@ def build_session_masters(
     sigma: float = 3.0,
     memory_limit: str = "2GB",
     rebuild: bool = False,
+    cache: dict | None = None,
 ) -> dict[str, _PlanMasters]:
     """Build or reuse every master the session's calibration plans use.
 
@@ -95,6 +103,8 @@ def build_session_masters(
         Memory budget of the combine engine.
     rebuild : bool
         Rebuild even when a matching master exists.
+    cache : dict or None
+        Masters already built in this run (filled in place).
 
     Returns
     -------
@@ -102,7 +112,7 @@ def build_session_masters(
         ``{light group id: masters of its plan}``.
     """
     folder = out / "masters"
-    cache: dict = {}
+    cache = {} if cache is None else cache
     common = {"sigma_low": sigma, "sigma_high": sigma, "memory_limit": memory_limit}
     result: dict[str, _PlanMasters] = {}
     for plan in session.plans:
@@ -151,6 +161,91 @@ def build_session_masters(
             pm.flat, pm.builds = f.master, [*pm.builds, f]
         result[plan.light.id] = pm
     return result
+
+
+def _compatible(group, candidates: list, exposure: bool = False):
+    """First candidate group from the same camera settings (and exposure, if asked)."""
+    settings = ("shape", "binning", "camera", "gain", "iso", "offset")
+    for c in candidates:
+        if any(getattr(c, a) != getattr(group, a) for a in settings):
+            continue
+        if not exposure:
+            return c
+        if c.exposure and group.exposure and abs(c.exposure / group.exposure - 1) < 0.05:
+            return c
+    return None
+
+
+def build_unplanned_masters(
+    session,
+    out: Path,
+    cache: dict,
+    bias_method: str = "median",
+    method: str = "winsorized",
+    sigma: float = 3.0,
+    memory_limit: str = "2GB",
+    rebuild: bool = False,
+) -> list[MasterBuild]:
+    """Masters of the calibration groups no light group uses (e.g. a dark library).
+
+    Darks and flats use the master offset of a bias group with the same camera settings
+    when there is one; flats use a dark-flat group of their exposure before that.
+
+    Parameters
+    ----------
+    session : astrostack.io.Session
+        From :func:`astrostack.io.discover`.
+    out : Path
+        Output folder; masters go to ``out/masters/``.
+    cache : dict
+        Masters already built in this run (filled in place).
+    bias_method, method, sigma, memory_limit, rebuild
+        As for :func:`build_session_masters`.
+
+    Returns
+    -------
+    list of MasterBuild
+    """
+    folder = out / "masters"
+    common = {"sigma_low": sigma, "sigma_high": sigma, "memory_limit": memory_limit}
+    used = {key[1] for key in cache}
+    builds: list[MasterBuild] = []
+    biases = session.groups_of("bias")
+
+    def bias_for(group):
+        b = _compatible(group, biases)
+        if b is None:
+            return None, ""
+        opts = {**common, "method": bias_method}
+        return _build("bias", b, folder, cache, "", opts, rebuild).master, b.id
+
+    for group in biases:
+        if group.id not in used:
+            builds.append(
+                _build("bias", group, folder, cache, "", {**common, "method": bias_method}, rebuild)
+            )
+    for kind in ("dark", "darkflat"):
+        for group in session.groups_of(kind):
+            if group.id in used:
+                continue
+            bias, up = bias_for(group) if kind == "dark" else (None, "")
+            opts = {**common, "method": method, "master_bias": bias}
+            builds.append(_build(kind, group, folder, cache, up, opts, rebuild))
+    for group in session.groups_of("flat"):
+        if group.id in used:
+            continue
+        darkflat = _compatible(group, session.groups_of("darkflat"), exposure=True)
+        if darkflat is not None:
+            df = _build(
+                "darkflat", darkflat, folder, cache, "", {**common, "method": method}, rebuild
+            )
+            opts = {**common, "method": method, "master_darkflat": df.master}
+            up = darkflat.id
+        else:
+            bias, up = bias_for(group)
+            opts = {**common, "method": method, "master_bias": bias}
+        builds.append(_build("flat", group, folder, cache, up, opts, rebuild))
+    return builds
 
 
 def _mark_output(out: Path) -> None:
@@ -213,21 +308,45 @@ def masters(
     memory_limit: Annotated[str, typer.Option(help="Memory budget, e.g. 2GB.")] = "2GB",
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Ignore existing masters.")] = False,
 ) -> None:
-    """Build (or reuse) the master offset, dark, dark-flat and flat of every light group."""
+    """Build (or reuse) the masters of every bias, dark, dark-flat and flat group in DIR.
+
+    Groups used by a light group's calibration plan are built as the plan says; the others
+    (e.g. a dark library without lights) on their own.
+    """
     session = _discover(directory)
     out = output if output is not None else directory / "astrostack-output"
-    if not session.plans:
-        typer.echo(f"error: no light frames in {directory}, so no masters are needed", err=True)
+    if not any(session.groups_of(k) for k in ("bias", "dark", "darkflat", "flat")):
+        typer.echo(f"error: no bias, dark, dark-flat or flat frames in {directory}", err=True)
         raise typer.Exit(code=1)
     _mark_output(out)
+    cache: dict = {}
     try:
         plans = build_session_masters(
-            session, out, bias_method, method, sigma, memory_limit, rebuild
+            session, out, bias_method, method, sigma, memory_limit, rebuild, cache
+        )
+        extra = build_unplanned_masters(
+            session, out, cache, bias_method, method, sigma, memory_limit, rebuild
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
+    if extra:
+        plans = {**plans, "": _PlanMasters(builds=extra)}
     _masters_table(plans, Console(width=160))
+
+
+def _output_names(paths: list[Path]) -> dict[Path, str]:
+    """``stem.fits`` for each light; ``parent_stem.fits`` where stems collide."""
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    names = {}
+    for p in paths:
+        name = p.stem if stems[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
+        if f"{name}.fits" in names.values():  # same folder name too: add a counter
+            name = f"{name}_{len(names):05d}"
+        names[p] = f"{name}.fits"
+    return names
 
 
 def _light_header(meta) -> dict:
@@ -300,6 +419,7 @@ def calibrate(
         task = bar.add_task("", total=total)
         for plan in session.plans:
             pm = plans[plan.light.id]
+            names = _output_names(plan.light.paths)
             defects = None
             written = 0
             ks = []
@@ -318,7 +438,7 @@ def calibrate(
                         dark_scale=scale,
                         detect_hot=isolated,
                     )
-                    target = out / "calibrated" / plan.light.id / f"{path.stem}.fits"
+                    target = out / "calibrated" / plan.light.id / names[path]
                     bayer = frame.meta.bayer if cal.data.ndim == 2 else None
                     history = [f"calibrated from {path}: {cal.meta.header['ASCALIB']}"]
                     history += [f"master {b.kind}: {b.path}" for b in pm.builds]

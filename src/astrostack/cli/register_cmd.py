@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
             None, "--reference", "-r", help="Reference frame (default: best by quality)."
         ),
         model: str = typer.Option("auto", "--model", "-m", help="|".join(_MODELS)),
-        interpolation: str = typer.Option("lanczos3", "--interpolation", "-i", help="|".join(_INTERP)),
+        interpolation: str = typer.Option(
+            "lanczos3", "--interpolation", "-i", help="|".join(_INTERP)
+        ),
         max_stars: int = typer.Option(200, "--max-stars", help="Stars used per frame."),
         threshold: float = typer.Option(5.0, "--threshold", help="Detection threshold (sigma)."),
     ) -> None:

@@ -35,6 +35,7 @@ tasks in threads.  Locally only the compute thread ever calls a kernel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -441,8 +442,11 @@ def _run_local(sources, bands, args, asm: _Assembler, progress, threaded: bool) 
                 free.put(k)
         finally:
             stop.set()
-            free.put(0)  # unblock a reader waiting for a buffer
-            thread.join()
+            while thread.is_alive():  # unblock a reader waiting to hand over or for a buffer
+                with contextlib.suppress(queue.Empty):
+                    filled.get_nowait()
+                free.put(0)
+                thread.join(timeout=0.05)
     finally:
         for src in opened:
             src.close()

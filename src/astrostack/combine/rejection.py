@@ -478,6 +478,27 @@ def _reject_percentile(v, lo, hi, pl, ph):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=False)
+def _extremes_to_ends(v, w, n, k_low, k_high):  # pragma: no cover - compiled
+    """Move the ``k_low`` smallest values (ascending) to the front of ``v[:n]`` and the
+    ``k_high`` largest (descending from the end) to the back, carrying ``w`` along."""
+    for t in range(k_low):
+        best = t
+        for k in range(t + 1, n):
+            if v[k] < v[best]:
+                best = k
+        v[t], v[best] = v[best], v[t]
+        w[t], w[best] = w[best], w[t]
+    for t in range(k_high):
+        end = n - 1 - t
+        best = end
+        for k in range(k_low, end):
+            if v[k] > v[best]:
+                best = k
+        v[end], v[best] = v[best], v[end]
+        w[end], w[best] = w[best], w[end]
+
+
+@njit(cache=True, fastmath=False)
 def _weighted_mean(v, w, lo, hi):  # pragma: no cover - compiled
     s = 0.0
     sw = 0.0
@@ -570,7 +591,11 @@ def combine_pixels(
                 # values only: selection, no full sort
                 val = median_inplace(v, n)
             else:
-                if uniform:
+                if method == 7 and n_low_mm + n_high_mm <= 8:
+                    # min/max only need the extremes at the ends: O(n k), no sort
+                    if n > n_low_mm + n_high_mm:
+                        _extremes_to_ends(v, w, n, n_low_mm, n_high_mm)
+                elif uniform:
                     sort_values(v, n, qstack)  # all weights equal: no need to carry them
                 else:
                     sort_pairs(v, w, n, qstack)

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -212,12 +213,17 @@ class FitsSource(_BaseSource):
 
     def __init__(self, path: str | Path):
         from astropy.io import fits
+        from astropy.utils.exceptions import AstropyWarning
 
         self.path = Path(path)
         self._tmp: Path | None = None
         self._tmp_src: NpySource | None = None
         try:
-            with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyWarning)  # damaged files raise below
+                hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
+            with hdul, warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyWarning)
                 index = None
                 for i, hdu in enumerate(hdul):
                     naxis = hdu.header.get("NAXIS", 0)

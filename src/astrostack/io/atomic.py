@@ -23,6 +23,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; outputs get the usual permissions (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:

@@ -25,6 +25,7 @@ from .metadata import meta_to_dict
 from .readers import is_frame_name, read_meta
 
 __all__ = [
+    "IGNORE_MARKER",
     "OUTPUT_MARKER",
     "CalibrationPlan",
     "FrameGroup",
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: A folder holding a file of this name is astrostack output and is never scanned.
 OUTPUT_MARKER = ".astrostack-output"
+#: A file of this name keeps discovery out of its folder (the simulator's ``truth/``, or any
+#: folder of reference material a user keeps beside the frames).
+IGNORE_MARKER = ".astrostack-ignore"
 
 _KIND_ORDER = ("light", "bias", "dark", "darkflat", "flat", "unknown")
 
@@ -275,8 +279,8 @@ def _scan(folder: Path, recursive: bool) -> list[Path]:
     files: list[Path] = []
     for root, dirs, names in os.walk(folder):
         root_path = Path(root)
-        if OUTPUT_MARKER in names:
-            logger.info("skipping astrostack output folder %s", root_path)
+        if OUTPUT_MARKER in names or IGNORE_MARKER in names:
+            logger.info("skipping marked folder %s", root_path)
             dirs[:] = []
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))

@@ -10,6 +10,7 @@ resumes from what was completely written.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,6 +373,9 @@ def run(
         msg = "; ".join(g.error for g in groups if g.error) or "nothing could be stacked"
         raise PipelineError(msg)
     _finish(result, folder, cfg, progress, log)
+    if not cfg.output.keep_cache:
+        shutil.rmtree(output / "cache", ignore_errors=True)
+        logger.info("removed %s (output.keep_cache = false)", output / "cache")
     return result
 
 

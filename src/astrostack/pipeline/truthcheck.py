@@ -90,7 +90,7 @@ def compare_to_truth(
     to_stack = np.linalg.inv(m_ref)  # truth-reference pixels -> our reference frame pixels
     if superpixel:
         s = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
-        to_stack = np.linalg.inv(s) @ to_stack @ s
+        to_stack = np.linalg.inv(s) @ to_stack  # full-resolution truth -> superpixel grid
     sky = np.asarray(truth.sky, dtype=np.float32)
     truth_fwhm = float(getattr(truth.config, "truth_fwhm", 0.0) or 0.0)
     if fwhm is not None and fwhm > truth_fwhm > 0:

@@ -197,7 +197,7 @@ def register_files(
     else:
         ref_path = names[result.quality.best_index()]
     result.reference = ref_path
-    ref_data, ref_detect, ref_info = load_for_registration(ref_path)
+    ref_data, ref_detect, _ref_info = load_for_registration(ref_path)
     ref = Reference(stars=stars[ref_path], name=ref_path.name)
     ref.phase_image = Reference.from_image(ref_detect, max_stars=3).phase_image
     out_shape = ref_data.shape[-2:]

@@ -111,7 +111,11 @@ def triangle_invariants(
     nn = nn[:, 1:]
     pairs = np.array(list(combinations(range(k), 2)), dtype=np.int64)
     tri = np.column_stack(
-        [np.repeat(np.arange(n), len(pairs)), nn[:, pairs[:, 0]].ravel(), nn[:, pairs[:, 1]].ravel()]
+        [
+            np.repeat(np.arange(n), len(pairs)),
+            nn[:, pairs[:, 0]].ravel(),
+            nn[:, pairs[:, 1]].ravel(),
+        ]
     )
     tri = np.unique(np.sort(tri, axis=1), axis=0)
     p = xy[tri]  # [m, 3, 2]

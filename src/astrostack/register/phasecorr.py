@@ -109,7 +109,7 @@ def phase_shift(
         return None
     shift, _, _ = phase_cross_correlation(a, b, upsample_factor=upsample, normalization="phase")
     dy, dx = float(shift[0]), float(shift[1])
-    corr = _overlap_correlation(a, b, int(round(dx)), int(round(dy)))
+    corr = _overlap_correlation(a, b, round(dx), round(dy))
     logger.debug("phase correlation shift (%.2f, %.2f), r = %.3f", dx, dy, corr)
     if not np.isfinite(corr) or corr < min_correlation:
         return None

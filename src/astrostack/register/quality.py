@@ -124,8 +124,14 @@ def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | N
     hi = [np.inf, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, np.inf]
     try:
         r = least_squares(
-            _moffat_residual, p0, bounds=(lo, hi), args=(xx, yy, z), x_scale="jac", max_nfev=100,
-            ftol=1e-6, xtol=1e-6
+            _moffat_residual,
+            p0,
+            bounds=(lo, hi),
+            args=(xx, yy, z),
+            x_scale="jac",
+            max_nfev=100,
+            ftol=1e-6,
+            xtol=1e-6,
         )
     except (ValueError, np.linalg.LinAlgError):
         return None
@@ -230,7 +236,7 @@ def measure_quality(
         if len(fits_) >= n_psf:
             break
         r = int(np.clip(round(1.5 * stars.hfd[i] + 2), 4, 16))
-        xc, yc = int(round(stars.x[i])), int(round(stars.y[i]))
+        xc, yc = round(stars.x[i]), round(stars.y[i])
         if xc - r < 0 or yc - r < 0 or xc + r >= nx or yc + r >= ny:
             continue
         cut = sub[yc - r : yc + r + 1, xc - r : xc + r + 1]
@@ -318,8 +324,14 @@ class QualityTable:
             checks = (
                 ("fwhm", +1, fwhm_rel, "FWHM {v:.2f} px vs median {m:.2f} (defocus or seeing?)"),
                 ("n_stars", -1, stars_rel, "{v:.0f} stars vs median {m:.0f} (clouds?)"),
-                ("signal_weight", -1, weight_rel, "signal weight {v:.3g} vs median {m:.3g} (clouds?)"),
-                ("background", 0, background_rel, "background {v:.1f} vs median {m:.1f} (clouds, moon, dawn?)"),
+                (
+                    "signal_weight", -1, weight_rel,
+                    "signal weight {v:.3g} vs median {m:.3g} (clouds?)",
+                ),
+                (
+                    "background", 0, background_rel,
+                    "background {v:.1f} vs median {m:.1f} (clouds, moon, dawn?)",
+                ),
             )  # fmt: skip
             for name, sign, rel, text in checks:
                 vals = self.column(name)

@@ -407,12 +407,14 @@ def detect_stars(
     # Windowed centroids of deblended neighbours drift towards each other: keep sep's.
     bad = (wflag != 0) | ~np.isfinite(xw) | ~np.isfinite(yw)
     bad |= (cols["flag"] & FLAG_SEP_MERGED) > 0
-    bad |= (np.abs(xw - cols["x_iso"]) > 2.0 * sig + 1) | (np.abs(yw - cols["y_iso"]) > 2.0 * sig + 1)
+    bad |= (np.abs(xw - cols["x_iso"]) > 2.0 * sig + 1) | (
+        np.abs(yw - cols["y_iso"]) > 2.0 * sig + 1
+    )
     cols["x"] = np.where(bad, cols["x_iso"], xw)
     cols["y"] = np.where(bad, cols["y_iso"], yw)
-    # final HFD at the refined centre, in one aperture for all stars: 3x the median
+    # final HFD at the refined centre, in one aperture for all stars: 2x the median
     # first-pass HFD holds all the flux of a star without much noise
-    rfin = float(np.clip(3.0 * np.median(cols["hfd"]), 4.0, 40.0))
+    rfin = float(np.clip(2.0 * np.median(cols["hfd"]), 4.0, 40.0))
     r50, _ = sep.flux_radius(sub, cols["x"], cols["y"], np.full(cols["x"].size, rfin), 0.5,
                              subpix=5)  # fmt: skip
     cols["hfd"] = np.where(np.isfinite(r50), 2.0 * np.asarray(r50, dtype=np.float64), cols["hfd"])

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 METHODS = {"lanczos3": 6, "bicubic": 4, "bilinear": 2}
 
 _LUT_RES = 1024
+# fast-math without 'nnan'/'ninf': the kernels test for NaN (v == v)
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _LUTS: dict[str, np.ndarray] = {}
 
 
@@ -59,21 +61,60 @@ def _lut(method: str) -> np.ndarray:
     return _LUTS[method]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, fastmath=_FASTMATH)
+def _sample_general(src, c, x0, y0, ix, iy, lut, clamp):  # pragma: no cover - compiled
+    """One output value near the edges (taps replicated) or with NaN taps (renormalised)."""
+    h, w = src.shape[1], src.shape[2]
+    taps = lut.shape[1]
+    bx = x0 - (taps // 2 - 1)
+    by = y0 - (taps // 2 - 1)
+    acc = np.float32(0.0)
+    wsum = np.float32(0.0)
+    for j in range(taps):
+        row = src[c, min(max(by + j, 0), h - 1)]
+        r = np.float32(0.0)
+        rw = np.float32(0.0)
+        for i in range(taps):
+            v = row[min(max(bx + i, 0), w - 1)]
+            if v == v:
+                r += lut[ix, i] * v
+                rw += lut[ix, i]
+        acc += lut[iy, j] * r
+        wsum += lut[iy, j] * rw
+    if abs(wsum) < 1e-3:
+        return np.float32(np.nan)
+    val = acc / wsum
+    if clamp:
+        xa = min(max(x0, 0), w - 1)
+        xb = min(max(x0 + 1, 0), w - 1)
+        ya = min(max(y0, 0), h - 1)
+        yb = min(max(y0 + 1, 0), h - 1)
+        lo = np.float32(np.inf)
+        hi = np.float32(-np.inf)
+        for v in (src[c, ya, xa], src[c, ya, xb], src[c, yb, xa], src[c, yb, xb]):
+            if v == v:
+                lo = min(lo, v)
+                hi = max(hi, v)
+        if lo <= hi:
+            val = min(max(val, lo), hi)
+    return val
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _warp_kernel(src, inv, lut, res, clamp, has_nan, out):  # pragma: no cover - compiled
     nc, h, w = src.shape
     ho, wo = out.shape[1], out.shape[2]
     taps = lut.shape[1]
     half = taps // 2 - 1
+    projective = inv[2, 0] != 0.0 or inv[2, 1] != 0.0 or inv[2, 2] != 1.0
     for yo in prange(ho):
-        xi = np.empty(taps, dtype=np.int64)
-        yi = np.empty(taps, dtype=np.int64)
         for xo in range(wo):
-            px = inv[0, 0] * xo + inv[0, 1] * yo + inv[0, 2]
-            py = inv[1, 0] * xo + inv[1, 1] * yo + inv[1, 2]
-            pw = inv[2, 0] * xo + inv[2, 1] * yo + inv[2, 2]
-            xs = px / pw
-            ys = py / pw
+            xs = inv[0, 0] * xo + inv[0, 1] * yo + inv[0, 2]
+            ys = inv[1, 0] * xo + inv[1, 1] * yo + inv[1, 2]
+            if projective:
+                pw = inv[2, 0] * xo + inv[2, 1] * yo + inv[2, 2]
+                xs = xs / pw
+                ys = ys / pw
             if not (xs >= -0.5 and xs <= w - 0.5 and ys >= -0.5 and ys <= h - 0.5):
                 for c in range(nc):
                     out[c, yo, xo] = np.nan
@@ -82,49 +123,30 @@ def _warp_kernel(src, inv, lut, res, clamp, has_nan, out):  # pragma: no cover -
             y0 = int(np.floor(ys))
             ix = int((xs - x0) * res + 0.5)
             iy = int((ys - y0) * res + 0.5)
-            for t in range(taps):
-                xi[t] = min(max(x0 - half + t, 0), w - 1)
-                yi[t] = min(max(y0 - half + t, 0), h - 1)
-            xa = min(max(x0, 0), w - 1)
-            xb = min(max(x0 + 1, 0), w - 1)
-            ya = min(max(y0, 0), h - 1)
-            yb = min(max(y0 + 1, 0), h - 1)
-            for c in range(nc):
-                acc = 0.0
-                if has_nan:
-                    wsum = 0.0
+            bx = x0 - half
+            by = y0 - half
+            if not has_nan and bx >= 0 and bx + taps <= w and by >= 0 and by + taps <= h:
+                # interior, no NaN: direct row access; the weights sum to one
+                for c in range(nc):
+                    acc = np.float32(0.0)
                     for j in range(taps):
-                        wy = lut[iy, j]
-                        racc = 0.0
-                        rw = 0.0
+                        row = src[c, by + j]
+                        r = np.float32(0.0)
                         for i in range(taps):
-                            v = src[c, yi[j], xi[i]]
-                            if v == v:
-                                racc += lut[ix, i] * v
-                                rw += lut[ix, i]
-                        acc += wy * racc
-                        wsum += wy * rw
-                    if abs(wsum) < 1e-3:
-                        out[c, yo, xo] = np.nan
-                        continue
-                    val = acc / wsum
-                else:  # weights already sum to one
-                    for j in range(taps):
-                        racc = 0.0
-                        for i in range(taps):
-                            racc += lut[ix, i] * src[c, yi[j], xi[i]]
-                        acc += lut[iy, j] * racc
-                    val = acc
-                if clamp:
-                    lo = np.inf
-                    hi = -np.inf
-                    for v in (src[c, ya, xa], src[c, ya, xb], src[c, yb, xa], src[c, yb, xb]):
-                        if v == v:
-                            lo = min(lo, v)
-                            hi = max(hi, v)
-                    if lo <= hi:
-                        val = min(max(val, lo), hi)
-                out[c, yo, xo] = val
+                            r += lut[ix, i] * row[bx + i]
+                        acc += lut[iy, j] * r
+                    if clamp:
+                        v1 = src[c, y0, x0]
+                        v2 = src[c, y0, x0 + 1]
+                        v3 = src[c, y0 + 1, x0]
+                        v4 = src[c, y0 + 1, x0 + 1]
+                        lo = min(min(v1, v2), min(v3, v4))
+                        hi = max(max(v1, v2), max(v3, v4))
+                        acc = min(max(acc, lo), hi)
+                    out[c, yo, xo] = acc
+            else:
+                for c in range(nc):
+                    out[c, yo, xo] = _sample_general(src, c, x0, y0, ix, iy, lut, clamp)
 
 
 def _prepare(image: np.ndarray, matrix: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:

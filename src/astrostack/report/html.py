@@ -31,9 +31,10 @@ main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
 h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin-top:32px;border-bottom:1px solid #333}
 h3{font-size:16px;margin-top:20px}
 table{border-collapse:collapse;margin:8px 0;font-size:12.5px}
-th,td{padding:3px 8px;border-bottom:1px solid #2a2d35;text-align:right;vertical-align:middle}
+th,td{padding:3px 8px;white-space:nowrap;border-bottom:1px solid #2a2d35;text-align:right;
+ vertical-align:middle}
 th{background:#22252d;position:sticky;top:0}td.l,th.l{text-align:left}
-tr.excluded td{color:#ff8a80}tr.used td.status{color:#81c784}
+tr.excluded td{color:#ff8a80}td.status{white-space:normal}tr.used td.status{color:#81c784}
 img{max-width:100%;border:1px solid #333}img.thumb{width:96px;border:0}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0}
 figcaption{font-size:12px;color:#aab}.muted{color:#99a}.warn{color:#ffb74d}
@@ -154,9 +155,15 @@ def _metrics_section(rows: Sequence[FrameRow]) -> str:
     return f"<h3>Metrics over time</h3>{_b64_img(png, 'metrics over time')}"
 
 
+def _fmt_auto(v: Any) -> str:
+    if isinstance(v, float | np.floating) and np.isfinite(v):
+        return f"{float(v):.1f}" if abs(v) >= 1000 else f"{float(v):.4g}"
+    return _fmt(v)
+
+
 def _kv_table(items: Mapping[str, Any]) -> str:
     rows = "".join(
-        f"<tr><td class='l'>{html.escape(str(k))}</td><td class='l'>{_fmt(v, 4)}</td></tr>"
+        f"<tr><td class='l'>{html.escape(str(k))}</td><td class='l'>{_fmt_auto(v)}</td></tr>"
         for k, v in items.items()
     )
     return f"<table class='summary'>{rows}</table>"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from ..io import IGNORE_MARKER
 from ..io.atomic import atomic_path
 from .config import SessionConfig
 from .scene import StarField
@@ -238,6 +239,8 @@ def save_truth(truth: Truth, outdir: str | Path) -> Path:
     """
     folder = Path(outdir) / "truth"
     folder.mkdir(parents=True, exist_ok=True)
+    # The truth maps are FITS files too: keep session discovery out of this folder.
+    (folder / IGNORE_MARKER).touch()
     units = {
         "sky": ("electron/s", "true sky, reference frame"),
         "extended": ("electron/s", "galaxy + nebula, reference frame"),

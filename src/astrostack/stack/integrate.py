@@ -132,6 +132,19 @@ class StackResult:
         return hdr
 
 
+def _flux_scales(info: Sequence[Any] | None) -> np.ndarray | None:
+    """Per-frame ``flux_scale`` from frame_info when every frame has one, else None."""
+    if info is None:
+        return None
+    values = []
+    for item in info:
+        v = item.get("flux_scale") if isinstance(item, dict) else getattr(item, "flux_scale", None)
+        if v is None:
+            return None
+        values.append(np.asarray(v, dtype=np.float64))
+    return np.stack(values)
+
+
 def _as_source(item: FrameSource | str | Path) -> FrameSource:
     if isinstance(item, str | Path):
         return open_source(item)
@@ -175,7 +188,9 @@ def stack_frames(
     scheduler : str
         ``'threads'``, ``'synchronous'``, ``'processes'`` or ``'tcp://host:port'``.
     frame_info : sequence, optional
-        Per frame: mapping/object with ``exposure``, ``fwhm``, ``stars``.
+        Per frame: mapping/object with ``exposure``, ``fwhm``, ``stars`` (weights) and
+        optionally ``flux_scale`` (star flux relative to any common reference, scalar
+        or per channel), which sets the ``local`` signal scale when every frame has it.
     tile : int, optional
         Background tile size for statistics and ``local`` normalisation.
     progress : callable, optional
@@ -245,9 +260,9 @@ def stack_frames(
         reference = kept[0][0]
     ref_pos = [i for i, _ in kept].index(reference)
     names = [str(src.path) for _, src in kept]
-    norm = compute_normalization(stats, ref_pos, normalization)
-    noise = np.stack([st.noise for st in stats])
     info = None if frame_info is None else [frame_info[i] for i, _ in kept]
+    norm = compute_normalization(stats, ref_pos, normalization, _flux_scales(info))
+    noise = np.stack([st.noise for st in stats])
     weights = compute_weights(weighting, noise, norm.scales, info, ref_pos, names)
     logger.info(
         "stacking %d frames (%d skipped), normalization=%s weighting=%s",

@@ -72,7 +72,11 @@ _MAD = 1.482602218505602
 
 @njit(cache=True, fastmath=False)
 def _clipped_stats(buf, n, kappa, iters):  # pragma: no cover - compiled
-    """Sigma-clipped median, MAD sigma and mean of ``buf[:n]`` (buffer is reordered)."""
+    """Sigma-clipped median, sigma and mean of ``buf[:n]`` (buffer is reordered).
+
+    Clipping uses the MAD sigma; the returned sigma is the lower-half estimate
+    ``median - q(15.87 %)`` of the kept values (robust to positive-only contamination).
+    """
     med = np.nan
     sig = np.nan
     m = n
@@ -98,6 +102,12 @@ def _clipped_stats(buf, n, kappa, iters):  # pragma: no cover - compiled
     mean = 0.0
     for j in range(m):
         mean += buf[j]
+    if m >= 16 and sig > 0:
+        # noise from the lower half only (median - 15.87th percentile): stars, cosmic
+        # rays and hot pixels are all positive, so their faint wings do not inflate it
+        low = med - np.quantile(buf[:m], 0.15865525393145707)
+        if low > 0:
+            sig = low
     return med, sig, mean / max(m, 1)
 
 
@@ -137,9 +147,10 @@ def _tile_row_stats(band, smooth, tile, step, med, sig, flux, count):  # pragma:
         m, s, _ = _clipped_stats(buf, n, 3.0, 5)
         med[i] = m
         sig[i] = s
-        # above the median: star wings below the clip level barely move it (a clipped
-        # mean would absorb them, more so in noisier frames); strongly curved
-        # backgrounds bias it slightly (mean != median of a parabola)
+        # flux above the median: star wings below the clip level barely move it (a
+        # clipped mean would absorb them, more so in noisier frames); a strongly curved
+        # background biases it (mean != median of a parabola), and smaller regions
+        # would let star pixels shift their medians by an amount set by the noise
         flux[i] = total - nfin * m
 
 
@@ -391,7 +402,10 @@ class Normalization:
 
 
 def compute_normalization(
-    stats: list[FrameStats], reference: int = 0, method: str = "local"
+    stats: list[FrameStats],
+    reference: int = 0,
+    method: str = "local",
+    flux_scales: np.ndarray | None = None,
 ) -> Normalization:
     """Transforms that bring every frame to the reference frame's level and scale.
 
@@ -403,6 +417,11 @@ def compute_normalization(
         Index of the reference frame in ``stats``.
     method : str
         One of :data:`NORMALIZATIONS`.
+    flux_scales : ndarray, optional
+        ``[N]`` or ``[N, C]`` relative star fluxes (frame / reference, e.g. from the
+        photometry of matched stars at registration).  For ``local`` they replace the
+        tile-flux signal scale (``k = 1 / flux_scale``): aperture photometry is not
+        biased by strongly curved backgrounds.
     """
     if method not in NORMALIZATIONS:
         msg = f"normalization {method!r} unknown; use one of {', '.join(NORMALIZATIONS)}"
@@ -434,7 +453,13 @@ def compute_normalization(
         if method == "local":
             surfaces = []
             b_ref = _background_grid(ref)
-            signal = _signal_scales(stats, reference)
+            if flux_scales is not None:
+                fs = np.asarray(flux_scales, dtype=np.float64)
+                fs = np.broadcast_to(fs.reshape(n, -1), (n, channels))
+                signal = (fs[reference] / fs).astype(np.float64)
+                signal[~(np.isfinite(signal) & (signal > 0))] = np.nan
+            else:
+                signal = _signal_scales(stats, reference)
             for i, st in enumerate(stats):
                 k = np.ones(channels) if i == reference else signal[i]
                 source[i] = "reference" if i == reference else "signal"

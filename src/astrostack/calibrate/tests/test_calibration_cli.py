@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 from astropy.io import fits
 from typer.testing import CliRunner
@@ -20,6 +22,7 @@ def test_masters_then_calibrate(tmp_path):
     night = tmp_path / "night"
     cfg = SessionConfig.small(shape=(128, 160), n_lights=3, n_stars=60, seed=5)
     truth = simulate_session(night, cfg)
+    shutil.move(night / "truth", tmp_path / "truth")  # its maps would be found as frames
     out = tmp_path / "out"
     runner = CliRunner()
 
@@ -59,6 +62,21 @@ def test_masters_then_calibrate(tmp_path):
     assert res.exit_code == 0 and "reused" in res.output
 
 
+def test_masters_of_a_dark_library(tmp_path):
+    """Darks and bias without lights: masters are still built (dark with the bias)."""
+    night = tmp_path / "library"
+    cfg = SessionConfig.small(shape=(64, 96), n_flats=0, n_lights=0, seed=2)
+    simulate_session(night, cfg)
+    shutil.rmtree(night / "truth")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["masters", str(night), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in (out / "masters").glob("*.fits"))
+    assert names == ["master_bias_bias-1.fits", "master_dark_dark-1_bias-1.fits"]
+    dark = Master.load(out / "masters" / names[1])
+    assert not dark.includes_bias and dark.n_frames == cfg.n_darks
+
+
 def test_cli_errors(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["masters", str(tmp_path / "missing")])
@@ -67,5 +85,24 @@ def test_cli_errors(tmp_path):
     empty.mkdir()
     res = runner.invoke(app, ["calibrate", str(empty)])
     assert res.exit_code == 1 and "no light frames" in res.output
+    res = runner.invoke(app, ["masters", str(empty)])
+    assert res.exit_code == 1 and "no bias, dark" in res.output
     res = runner.invoke(app, ["calibrate", str(empty), "--dark-scale", "lots"])
     assert res.exit_code == 2
+
+
+def test_output_names_never_collide():
+    from pathlib import Path
+
+    from astrostack.cli.calibrate_cmd import _output_names
+
+    paths = [
+        Path("n1/x.fits"),
+        Path("n2/x.fits"),
+        Path("n2/y.fit"),
+        Path("a/n/z.fit"),
+        Path("b/n/z.fit"),
+    ]
+    names = _output_names(paths)
+    assert len(set(names.values())) == len(paths)
+    assert names[Path("n2/y.fit")] == "y.fits" and names[Path("n1/x.fits")] == "n1_x.fits"

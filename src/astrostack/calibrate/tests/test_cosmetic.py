@@ -14,6 +14,7 @@ from astrostack.calibrate.cosmetic import (
     find_hot_pixels,
     find_isolated_hot,
     local_median,
+    median_blur,
 )
 
 
@@ -39,6 +40,20 @@ def test_local_median_matches_bruteforce(cfa, radius):
     got = local_median(img, cfa, radius)
     want = _brute_local_median(img, 2 if cfa else 1, radius)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("cfa", "radius"), [(False, 1), (True, 1), (True, 2)])
+def test_median_blur_matches_scipy_per_cfa_plane(cfa, radius):
+    from scipy.ndimage import median_filter
+
+    rng = np.random.default_rng(4)
+    img = rng.normal(100, 10, (40, 52)).astype(np.float32)
+    got = median_blur(img, cfa, radius)
+    step = 2 if cfa else 1
+    for i in range(step):
+        for j in range(step):
+            want = median_filter(img[i::step, j::step], size=2 * radius + 1, mode="nearest")
+            np.testing.assert_array_equal(got[i::step, j::step], want)
 
 
 def _mosaic_levels(shape, levels):

@@ -1,8 +1,8 @@
 """Masters and calibrated lights against the simulator's ground truth.
 
-One mono session (64 bias, 16 darks, 12 flats, 2 lights of 300 s, 256x256) and one small
-RGGB session are simulated once per module; every number asserted is measured against the
-simulator's truth maps.
+One mono session (96 bias, 16 darks, 12 flats, 8 dark-flats, 2 lights of 300 s, 256x256)
+and one small RGGB session are simulated once per module; every number asserted is measured
+against the simulator's truth maps.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from astrostack.simulate import SessionConfig, make_scene, make_sensor, simulate
 from astrostack.simulate.frames import light_signal, plan_lights, simulate_light
 
 MONO = SessionConfig.small(
-    n_bias=64,
+    n_bias=96,
     n_darks=16,
     n_flats=12,
     n_lights=2,
@@ -112,8 +112,8 @@ def rggb(tmp_path_factory) -> _Built:
 
 def test_master_bias_matches_true_pattern(mono):
     rms = np.sqrt(np.mean((mono.bias.data - mono.truth.bias) ** 2))
-    assert rms < 0.5, rms  # measured 0.44 ADU (read noise 2.5 ADU per frame, 64 frames)
-    assert mono.bias.n_frames == 64 and mono.bias.method == "median"
+    assert rms < 0.5, rms  # read noise 2.5 ADU per frame, 96 frames
+    assert mono.bias.n_frames == 96 and mono.bias.method == "median"
     # the column pattern (2 ADU RMS) is reproduced, not smoothed away
     cols = mono.bias.data.mean(axis=0) - mono.bias.data.mean()
     assert np.corrcoef(cols, mono.truth.column_offsets)[0, 1] > 0.99
@@ -351,3 +351,45 @@ def test_master_reused_while_inputs_unchanged(mono, tmp_path, caplog):
     loaded = Master.load(out)
     np.testing.assert_array_equal(loaded.data, rebuilt.data)
     assert loaded.kind == "dark" and loaded.n_frames == 4
+
+
+def test_external_masters_load_with_kind(tmp_path):
+    from astropy.io import fits
+
+    from astrostack.io import FrameReadError
+
+    rng = np.random.default_rng(0)
+    flat = rng.uniform(2000, 4000, (32, 48)).astype(np.float32)
+    path = tmp_path / "siril_master_flat.fit"
+    fits.PrimaryHDU(flat, fits.Header({"BAYERPAT": "RGGB", "EXPTIME": 2.0})).writeto(path)
+    with pytest.raises(FrameReadError, match=r"siril_master_flat\.fit.*kind="):
+        Master.load(path)
+    m = Master.load(path, kind="flat")
+    assert m.kind == "flat" and m.cfa and m.exposure == 2.0
+    for i in range(2):
+        for j in range(2):
+            assert np.median(m.data[i::2, j::2]) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(
+        m.data[0::2, 0::2] * np.median(flat[0::2, 0::2]), flat[0::2, 0::2], rtol=1e-5
+    )
+    dark_path = tmp_path / "dark.fits"
+    fits.PrimaryHDU(flat).writeto(dark_path)
+    dark = Master.load(dark_path, kind="dark")
+    assert dark.includes_bias and dark.digest
+    np.testing.assert_array_equal(dark.data, flat)
+
+
+def test_master_memory_is_bounded(mono):
+    """96 bias frames (24 MiB of float32) combined within a 4 MB budget: same master."""
+    import tracemalloc
+
+    files = _files(mono.root / "bias")
+    tracemalloc.start()
+    try:
+        small = build_master_bias(files, memory_limit="4MB")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    full_stack = len(files) * 256 * 256 * 4
+    assert peak < 0.35 * full_stack, (peak, full_stack)
+    np.testing.assert_array_equal(small.data, mono.bias.data)

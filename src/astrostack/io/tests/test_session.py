@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from astrostack.io import OUTPUT_MARKER, discover
+from astrostack.io import IGNORE_MARKER, OUTPUT_MARKER, discover
 
 SHAPE = (48, 64)
 
@@ -76,6 +76,9 @@ def night(tmp_path) -> Path:
     out = root / "astrostack-out"
     _frame(out / "master_dark.fits", "Dark Frame", 120.0)
     (out / OUTPUT_MARKER).write_text("")
+    reference = root / "reference-maps"
+    _frame(reference / "truth_bias.fits", "Bias Frame", 0.0)
+    (reference / IGNORE_MARKER).write_text("")
     return root
 
 

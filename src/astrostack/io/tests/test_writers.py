@@ -180,3 +180,15 @@ def test_failed_tiff_and_npy_writes_leave_nothing(tmp_path, monkeypatch, kind):
         writer()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_atomic_outputs_respect_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_npy(tmp_path / "a.npy", np.zeros((2, 2), np.float32))
+    finally:
+        os.umask(old)
+    # mkstemp's 0600 would hide outputs from other users of a shared machine.
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -52,8 +52,12 @@ def render_stars(
         for s in steps:
             cx = x + (s * trail[0] if trail else 0.0)
             cy = y + (s * trail[1] if trail else 0.0)
-            gx = 0.5 * (erf((xs + 0.5 - cx) / (np.sqrt(2) * sx)) - erf((xs - 0.5 - cx) / (np.sqrt(2) * sx)))
-            gy = 0.5 * (erf((ys + 0.5 - cy) / (np.sqrt(2) * sy)) - erf((ys - 0.5 - cy) / (np.sqrt(2) * sy)))
+            gx = 0.5 * (
+                erf((xs + 0.5 - cx) / (np.sqrt(2) * sx)) - erf((xs - 0.5 - cx) / (np.sqrt(2) * sx))
+            )
+            gy = 0.5 * (
+                erf((ys + 0.5 - cy) / (np.sqrt(2) * sy)) - erf((ys - 0.5 - cy) / (np.sqrt(2) * sy))
+            )
             img[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1] += f / len(steps) * np.outer(gy, gx)
     rng = np.random.default_rng(seed)
     img += background + rng.normal(0, noise, shape)

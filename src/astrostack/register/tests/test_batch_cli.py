@@ -54,7 +54,7 @@ def test_cli_registers_and_warps(session, tmp_path):
         assert reg.shape == SHAPE and reg.dtype == np.float32
         assert np.isnan(reg).any()  # the footprint does not cover the reference
         stars = detect_stars(np.nan_to_num(reg, nan=float(np.nanmedian(reg))), border=12)
-        d, j = cKDTree(ref_stars.xy).query(stars.xy[:40])
+        d, _j = cKDTree(ref_stars.xy).query(stars.xy[:40])
         assert np.median(d) < 0.05, f"{name}: median star offset {np.median(d):.3f} px"
 
 

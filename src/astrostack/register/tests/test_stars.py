@@ -36,7 +36,7 @@ def _pair(found, truth, radius=1.5):
 
 
 def test_detects_all_bright_stars_with_accurate_centroids():
-    xy, f, img = _field()
+    xy, _f, img = _field()
     stars = detect_stars(img)
     ok, j = _pair(stars.xy, xy)
     assert ok.all()  # no false detections
@@ -56,12 +56,12 @@ def test_max_stars_keeps_brightest():
     xy, f, img = _field()
     stars = detect_stars(img, max_stars=10)
     assert len(stars) == 10
-    ok, j = _pair(stars.xy, xy)
+    _ok, j = _pair(stars.xy, xy)
     assert set(j) <= set(np.argsort(-f)[:13])
 
 
 def test_rejects_hot_pixels_saturated_edge_and_elongated():
-    xy, f, img = _field(n=30, seed=4)
+    _xy, _f, img = _field(n=30, seed=4)
     img = img.copy()
     rng = np.random.default_rng(8)
     hot = rng.integers([30, 30], [SHAPE[1] - 30, SHAPE[0] - 30], size=(25, 2))
@@ -89,7 +89,7 @@ def test_rejects_hot_pixels_saturated_edge_and_elongated():
 
 
 def test_nan_pixels_and_blank_image():
-    xy, f, img = _field(n=20, seed=2)
+    _xy, _f, img = _field(n=20, seed=2)
     img = img.copy()
     img[:, :40] = np.nan
     stars = detect_stars(img)
@@ -102,7 +102,7 @@ def test_nan_pixels_and_blank_image():
 def test_background_follows_gradient():
     yy, xx = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
     img = (100 + 0.2 * xx + 0.1 * yy).astype(np.float32)
-    bkg, level, rms = background(img)
+    bkg, _level, _rms = background(img)
     assert np.abs(bkg - img)[40:-40, 40:-40].max() < 1.0
 
 
@@ -147,7 +147,7 @@ def test_luminance_mono_and_colour():
 
 
 def test_binned_detection_measures_at_full_resolution():
-    xy, f, img = _field(n=50, seed=6, sigma=1.5)
+    xy, _f, img = _field(n=50, seed=6, sigma=1.5)
     img = img.copy()
     hot = np.array([[50, 60], [200, 100], [301, 250]])
     img[hot[:, 1], hot[:, 0]] += 8000.0

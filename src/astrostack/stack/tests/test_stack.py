@@ -88,6 +88,8 @@ def test_outliers_removed_and_no_residual():
     assert hit.sum() > 2500
     # what the outliers left behind: the difference to the same stack without them
     leak = np.abs(res.image - ref.image)[hit] / noise
+    print(f"outliers: noise {noise:.3f} (ideal {SIGMA / np.sqrt(20):.3f}), leak max "
+          f"{leak.max():.2f} mean {leak.mean():.3f} sigma")  # fmt: skip
     assert leak.max() < 3.0, leak.max()
     assert leak.mean() < 0.3, leak.mean()
     # against the truth the injected pixels look like any others (Gaussian: 0.27 % > 3 sigma)
@@ -112,6 +114,7 @@ def test_clipped_noise_is_sigma_over_sqrt_n(normalization):
     resid = res.image - (scene + skies[0])
     noise = robust_std(resid)
     expected = SIGMA / np.sqrt(20)
+    print(f"{normalization}: clipped-stack noise {noise:.3f} vs sigma/sqrt(N) {expected:.3f}")
     assert abs(noise / expected - 1) < 0.05, (normalization, noise, expected)
 
 
@@ -132,6 +135,7 @@ def test_noise_weighting_beats_unweighted():
     nw = robust_std(w.image - scene - tile_medians_surface(w.image - scene))
     nu = robust_std(u.image - scene - tile_medians_surface(u.image - scene))
     ideal = 1 / np.sqrt(sum(1 / s**2 for s in sigmas))
+    print(f"weighted noise {nw:.3f}, unweighted {nu:.3f}, inverse-variance ideal {ideal:.3f}")
     assert nw < 0.6 * nu, (nw, nu)
     assert abs(nw / ideal - 1) < 0.1, (nw, ideal)
     weights = np.array([fr.weight[0] for fr in w.frames])
@@ -168,6 +172,9 @@ def test_thin_cloud_frame_costs_nothing():
     without = stack_frames(srcs[:7] + srcs[8:])
     n_with, f_with = _quality(with_cloud.image, truth)
     n_without, f_without = _quality(without.image, truth)
+    print(f"cloud: noise {n_with:.3f} vs {n_without:.3f} without; flatness {f_with:.3f} vs "
+          f"{f_without:.3f}; cloud scale {with_cloud.frames[7].scale[0]:.3f} "
+          f"weight {with_cloud.frames[7].weight[0]:.4f}")  # fmt: skip
     assert n_with <= 1.005 * n_without, (n_with, n_without)
     assert f_with <= 1.1 * f_without + 0.05 * n_without, (f_with, f_without)
     cloud = with_cloud.frames[7]
@@ -178,9 +185,16 @@ def test_thin_cloud_frame_costs_nothing():
     assert cloud.weight[0] < 0.1
     others = np.array([f.scale[0] for i, f in enumerate(with_cloud.frames) if i != 7])
     assert np.abs(others - 1).max() < 0.03
+    # star photometry from registration, when given, sets the scale exactly
+    info = [{"flux_scale": 1.0 / 3.0 if i == 7 else 1.0} for i in range(20)]
+    phot = stack_frames(srcs, frame_info=info)
+    assert phot.frames[7].scale[0] == pytest.approx(3.0)
+    n_phot, f_phot = _quality(phot.image, truth)
+    assert n_phot <= 1.005 * n_without and f_phot <= 1.1 * f_without + 0.05 * n_without
     # a global additive normalisation without weights keeps the glow (600 ADU / 20)
     naive = stack_frames(srcs, normalization="additive", weighting="none", method="mean")
     _, f_naive = _quality(naive.image, truth)
+    print(f"cloud: additive, unweighted mean flatness {f_naive:.2f}")
     assert f_naive > 10 * f_with
 
 
@@ -204,6 +218,7 @@ def test_partial_coverage_leaves_no_edge_band():
     se = MAD * np.median(np.abs(resid - profile), axis=0) / np.sqrt(SHAPE[0]) * 1.25
     # flat within noise: no column differs from the overall level by > 5 standard errors
     z = np.abs(profile - np.median(profile)) / se
+    print(f"partial coverage: worst column deviation {z.max():.2f} standard errors")
     assert z.max() < 5.0, (z.max(), int(np.argmax(z)))
     # kept + rejected values = frames present in each column band
     present = res.coverage.astype(int) + res.rejected_low + res.rejected_high
@@ -258,6 +273,7 @@ def test_colour_frames_per_channel():
     res = stack_frames([ArraySource(f) for f in data], method="winsorized")
     assert res.image.shape == (3, *SHAPE)
     hazy = np.array(res.frames[5].scale)
+    print(f"colour: hazy frame scales {hazy.round(3)}")
     assert np.all(np.abs(hazy - 2.0) < 0.2), hazy  # per-channel signal scale
     for c in range(3):
         noise = robust_std(res.image[c] - truth[c])
