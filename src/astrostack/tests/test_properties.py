@@ -157,9 +157,8 @@ def test_tiff_round_trip(shape, dtype, layout, tiled, seed):
     reason="io/writers.py write_fits: HISTORY lines (and so file names) with non-ASCII "
     "characters raise ValueError instead of being transliterated/escaped",
 )
-@settings(max_examples=20, deadline=None, database=None)
-@given(text=st.text(min_size=1, max_size=60))
-def test_write_fits_accepts_any_history_text(text):
+@pytest.mark.parametrize("text", ["lumière_étoile_01", "東京-M42", "Ω Cen"])
+def test_write_fits_accepts_non_ascii_history(text):
     data = np.zeros((4, 4), np.float32)
     with _tmp() as tmp:
         path = write_fits(Path(tmp) / "h.fits", data, history=[f"light {text}.fits"])
@@ -179,7 +178,7 @@ def _methods() -> list[str]:
 
 @st.composite
 def stacks(draw):
-    n = draw(st.integers(1, 14))
+    n = draw(st.integers(1, 30))
     h = draw(st.integers(1, 5))
     w = draw(st.integers(1, 6))
     seed = draw(st.integers(0, 2**32 - 1))

@@ -40,7 +40,7 @@ def test_fwhm_and_roundness_match_truth(sigma):
     q = measure_quality(_frame(1, sigma=sigma), "f.fits", pixel_scale=2.0)
     assert q.fwhm == pytest.approx(_fwhm_true(sigma), rel=0.05)
     assert q.fwhm_arcsec == pytest.approx(2.0 * q.fwhm)
-    assert q.hfd == pytest.approx(_fwhm_true(sigma), rel=0.15)
+    assert q.hfd == pytest.approx(_fwhm_true(sigma), rel=0.08)
     assert q.roundness > 0.9 and q.eccentricity < 0.45
     assert q.n_psf_fits >= 20
     assert q.background == pytest.approx(100.0, abs=1.0)
