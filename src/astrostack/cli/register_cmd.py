@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("register")
     def register_command(
-        inputs: list[Path] = typer.Argument(..., help="Calibrated frames and/or folders."),
+        inputs: list[Path] = typer.Argument(
+            ..., metavar="FILES_OR_DIR...", help="Calibrated frames and/or folders."
+        ),
         output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
         reference: Path | None = typer.Option(
             None, "--reference", "-r", help="Reference frame (default: best by quality)."

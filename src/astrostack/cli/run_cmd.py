@@ -5,7 +5,8 @@ Exit codes (all three commands):
 - 0: success;
 - 1: nothing usable (no lights, nothing calibrated or registered);
 - 2: bad usage (unknown option, invalid configuration value, missing folder);
-- 3: done, with warnings (frames or files skipped because of errors, a group failed).
+- 3: done, with warnings (images skipped because of errors, a master not built, a group
+  failed).
 
 On failure one line saying why goes to standard error.
 """

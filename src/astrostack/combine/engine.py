@@ -501,11 +501,12 @@ def _run_distributed(sources, bands, args, asm, progress, address: str, numba_th
             for w in info.values():
                 per_host[w.get("host", "")] = per_host.get(w.get("host", ""), 0) + w["nthreads"]
             numba_threads = max(1, (os.cpu_count() or 1) // max(per_host.values(), default=1))
-        [src_future] = client.scatter([sources], broadcast=False)
 
+        # sources go inline with every task (file sources pickle to their paths), not
+        # scattered: a task whose worker dies is then simply rerun on another worker
         def submit(band):
             return client.submit(
-                _band_task, src_future, band[0], band[1], *args, numba_threads, pure=False
+                _band_task, sources, band[0], band[1], *args, numba_threads, pure=False
             )
 
         # up to 2 tasks per worker thread in flight, then one more per completion

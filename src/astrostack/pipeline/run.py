@@ -274,12 +274,19 @@ def run(
     with StageTimer("masters", log, progress, total=len(plans)) as st:
         counts = {"computed": 0, "reused": 0}
         for plan in plans:
+            problems: list[str] = []
+            left_out: dict[str, str] = {}
             try:
-                master_sets[id(plan)] = get_masters(plan, cache, cfg, built, counts)
+                master_sets[id(plan)] = get_masters(
+                    plan, cache, cfg, built, counts, problems, left_out
+                )
             except (ValueError, OSError, FrameReadError) as exc:
-                msg = f"masters for {plan.light.id}: {exc}; its lights are skipped"
-                logger.warning(msg)
-                result.warnings.append(msg)
+                problems.append(f"masters for {plan.light.id}: {exc}; its lights are skipped")
+            for msg in problems:
+                if msg not in result.warnings:
+                    result.warnings.append(msg)
+            for p, reason in left_out.items():
+                result.skipped[_rel_name(Path(p), folder)] = reason
             st.advance()
         st.record.computed, st.record.reused = counts["computed"], counts["reused"]
 

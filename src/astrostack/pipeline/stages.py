@@ -117,21 +117,30 @@ def get_masters(
     cfg: PipelineConfig,
     built: dict[str, tuple[str, Path]],
     counts: dict[str, int],
+    problems: list[str],
+    skipped: dict[str, str],
 ) -> MasterSet:
     """Build (or find in the cache) the masters a light group's plan asks for.
+
+    A master that cannot be built (no usable frame) is left out with a message in
+    *problems*; the lights are then calibrated without it.
 
     Parameters
     ----------
     plan : CalibrationPlan
         From :func:`astrostack.io.discover`.
     cache : StageCache
-        Stage ``'masters'`` holds ``<kind>_<key>.fits`` files.
+        Stage ``'masters'`` holds ``<key>.fits`` files.
     cfg : PipelineConfig
         Calibration parameters.
     built : dict
-        Masters already resolved in this run, by group id (shared between plans).
+        Masters already resolved in this run, by cache key (shared between plans).
     counts : dict
         ``{'computed': n, 'reused': n}``, updated in place.
+    problems : list of str
+        Masters that could not be built, with the reason (appended to).
+    skipped : dict
+        ``{file: reason}`` of calibration frames left out of a master (updated).
 
     Returns
     -------
@@ -156,22 +165,32 @@ def get_masters(
         if entry is not None:
             counts["reused"] += 1
             path = entry.files["data"]
+            left_out = entry.meta.get("skipped", [])
         else:
             kwargs: dict[str, Any] = dict(params, memory_limit=memory)
             for u in upstream:
                 if u in ms.paths:
                     kwargs[_ARG[u]] = ms.get(u)
             logger.info("building master %s from %d frames (%s)", kind, group.count, group.id)
-            master = _BUILDERS[kind](group.paths, **kwargs)
+            try:
+                master = _BUILDERS[kind](group.paths, **kwargs)
+            except (ValueError, OSError) as exc:
+                msg = f"master {kind} ({group.id}) not built: {exc}; lights calibrated without it"
+                logger.warning(msg)
+                problems.append(msg)
+                continue
             path = cache.path("masters", key, suffix=".fits")
             master.save(path)
+            left_out = [[str(p), r] for p, r in master.skipped]
             cache.commit(
                 "masters", key, {"data": path},
                 {"kind": kind, "group": group.id, "n_frames": master.n_frames,
-                 "skipped": [[str(p), r] for p, r in master.skipped]},
+                 "skipped": left_out},
             )  # fmt: skip
             ms._loaded[kind] = master
             counts["computed"] += 1
+        for p, reason in left_out:
+            skipped[str(p)] = f"left out of the master {kind}: {reason}"
         built[key] = (key, path)
         ms.keys[kind], ms.paths[kind] = key, path
     return ms

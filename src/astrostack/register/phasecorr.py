@@ -1,11 +1,13 @@
 """Translation by phase correlation: the fallback when star matching fails.
 
-Both images are background-subtracted (sep mesh), clipped to suppress the
-brightest stars and hot pixels dominating the spectrum, and tapered with a Hann
-window; ``skimage.registration.phase_cross_correlation`` then finds the shift
-with sub-pixel upsampling.  The result is checked: after shifting, the two
-prepared images must correlate (Pearson r above ``min_correlation``) over their
-overlap, else the shift is rejected.
+Both images are background-subtracted (sep mesh) and clipped to suppress the
+brightest stars and hot pixels dominating the spectrum; for the correlation only
+they are tapered with a Hann window, and
+``skimage.registration.phase_cross_correlation`` finds the shift with sub-pixel
+upsampling.  The result is checked: after shifting, the two unwindowed images must
+correlate (Pearson r above ``min_correlation``) over their overlap, else the shift
+is rejected.  :func:`~astrostack.register.register.register_frame` also checks the
+shift against the stars when there are some.
 """
 
 from __future__ import annotations
@@ -46,14 +48,20 @@ class PhaseResult:
 
 
 def prepare_for_phase(image: np.ndarray, clip_sigma: float = 20.0) -> np.ndarray:
-    """Background-subtract, clip and window a 2-D image for phase correlation."""
+    """Background-subtract and clip a 2-D image for phase correlation.
+
+    The Hann window is applied inside :func:`phase_shift`, so that the overlap
+    check there sees the unwindowed images.
+    """
     data = np.asarray(image, dtype=np.float32)
     bkg, _, rms = background(data)
     sub = np.nan_to_num(data - bkg, nan=0.0)
     rms = rms if np.isfinite(rms) and rms > 0 else float(np.std(sub)) or 1.0
-    sub = np.clip(sub, -3.0 * rms, clip_sigma * rms)
-    win = np.outer(np.hanning(sub.shape[0]), np.hanning(sub.shape[1])).astype(np.float32)
-    return (sub * win).astype(np.float32)
+    return np.clip(sub, -3.0 * rms, clip_sigma * rms).astype(np.float32)
+
+
+def _hann(shape: tuple[int, int]) -> np.ndarray:
+    return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
 
 
 def _overlap_correlation(a: np.ndarray, b: np.ndarray, dx: int, dy: int) -> float:
@@ -107,7 +115,10 @@ def phase_shift(
         a, b = prepare_for_phase(a), prepare_for_phase(b)
     if not (np.any(a) and np.any(b)):
         return None
-    shift, _, _ = phase_cross_correlation(a, b, upsample_factor=upsample, normalization="phase")
+    win = _hann(a.shape)
+    shift, _, _ = phase_cross_correlation(
+        a * win, b * win, upsample_factor=upsample, normalization="phase"
+    )
     dy, dx = float(shift[0]), float(shift[1])
     corr = _overlap_correlation(a, b, round(dx), round(dy))
     logger.debug("phase correlation shift (%.2f, %.2f), r = %.3f", dx, dy, corr)

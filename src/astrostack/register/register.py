@@ -12,12 +12,13 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .match import MatchError, match_stars
 from .phasecorr import phase_shift, prepare_for_phase
 from .quality import QualityTable
 from .stars import StarTable, detect_stars
-from .transform import MODELS, decompose
+from .transform import MODELS, apply_matrix, decompose
 
 __all__ = [
     "FailedRegistration",
@@ -191,23 +192,18 @@ def register_frame(
             stars = detect_stars(
                 image, threshold=threshold, max_stars=max_stars, saturation=saturation
             )
-        star_reason = ""
-        try:
-            res = match_stars(stars.xy, ref.stars.xy, model=model, min_matches=min_matches)
-            if res.rms > max_rms:
-                star_reason = f"star match residual {res.rms:.2f} px > {max_rms} px"
+        res, star_reason = _match(stars, ref, model, min_matches, max_rms)
+        if res is None and image is not None and stars.n_rejected.get("elongated", 0) > len(stars):
+            # trailed frame: most stars were rejected as elongated; their centres still match
+            loose = detect_stars(image, threshold=threshold, max_stars=max_stars,
+                                 saturation=saturation, max_ellipticity=None)  # fmt: skip
+            res, reason2 = _match(loose, ref, model, min_matches, max_rms)
+            if res is not None:
+                res.details["elongated_stars"] = True
             else:
-                details = decompose(res.matrix)
-                return Registration(
-                    matrix=res.matrix,
-                    model=res.model,
-                    n_matches=res.n_matches,
-                    rms=res.rms,
-                    method="stars",
-                    details=details,
-                )
-        except MatchError as exc:
-            star_reason = f"star matching failed: {exc.reason}"
+                star_reason = f"{star_reason}; with elongated stars: {reason2}"
+        if res is not None:
+            return res
         logger.debug("%s: %s", label, star_reason)
         if not phase_fallback:
             return FailedRegistration(f"{label}: {star_reason}")
@@ -220,6 +216,9 @@ def register_frame(
         ph = phase_shift(prepare_for_phase(image), ref.phase_image, prepared=True)
         if ph is None:
             return FailedRegistration(f"{label}: {star_reason}; phase correlation found no match")
+        check = _stars_agree(stars, ref.stars, ph.matrix)
+        if check is not None:
+            return FailedRegistration(f"{label}: {star_reason}; phase shift rejected: {check}")
         details = decompose(ph.matrix)
         details.update(correlation=ph.correlation, fallback_reason=star_reason)
         return Registration(
@@ -229,6 +228,48 @@ def register_frame(
     except Exception as exc:  # one bad frame must never stop a run
         logger.warning("%s: registration error: %s", label, exc)
         return FailedRegistration(f"{label}: registration error: {exc}")
+
+
+def _match(
+    stars: StarTable, ref: Reference, model: str, min_matches: int, max_rms: float
+) -> tuple[Registration | None, str]:
+    try:
+        res = match_stars(stars.xy, ref.stars.xy, model=model, min_matches=min_matches)
+    except MatchError as exc:
+        return None, f"star matching failed: {exc.reason}"
+    if res.rms > max_rms:
+        return None, f"star match residual {res.rms:.2f} px > {max_rms} px"
+    reg = Registration(
+        matrix=res.matrix,
+        model=res.model,
+        n_matches=res.n_matches,
+        rms=res.rms,
+        method="stars",
+        details=decompose(res.matrix),
+    )
+    return reg, ""
+
+
+def _stars_agree(
+    stars: StarTable, ref_stars: StarTable, matrix: np.ndarray, radius: float = 3.0
+) -> str | None:
+    """Check a phase-correlation shift against the stars; ``None`` if consistent.
+
+    With at least 5 stars in both lists, at least 30 % of the frame stars that land
+    inside the reference must fall within *radius* px of a reference star.
+    """
+    if len(stars) < 5 or len(ref_stars) < 5:
+        return None
+    pred = apply_matrix(matrix, stars.xy)
+    ny, nx = ref_stars.shape
+    inside = (pred[:, 0] >= 0) & (pred[:, 0] <= nx - 1) & (pred[:, 1] >= 0) & (pred[:, 1] <= ny - 1)
+    if inside.sum() < 5:
+        return "too little overlap with the reference"
+    d, _ = cKDTree(ref_stars.xy).query(pred[inside], distance_upper_bound=radius)
+    frac = float(np.isfinite(d).mean())
+    if frac < 0.3:
+        return f"only {100 * frac:.0f} % of the stars land on reference stars"
+    return None
 
 
 def pick_reference(quality: QualityTable) -> int:

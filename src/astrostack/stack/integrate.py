@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from ..combine.sources import FrameSource, open_source
 from ..io.atomic import atomic_path
 from .normalize import NORMALIZATIONS, compute_normalization, default_tile, measure_frame
 from .weights import compute_weights, parse_weighting
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 __all__ = ["FrameRecord", "StackResult", "stack_frames", "write_stack"]
 
@@ -90,7 +93,7 @@ class StackResult:
     tile: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def header(self):
+    def header(self) -> fits.Header:
         """A FITS header recording how the stack was made.
 
         Returns
@@ -235,9 +238,11 @@ def stack_frames(
         reference, ref_src = usable[0]
     shape = tuple(ref_src.shape)
     tile = tile or default_tile(shape)
-    kept: list[tuple[int, FrameSource]] = []
-    stats = []
-    for done, (i, src) in enumerate(usable, 1):
+    # the reference first: its star mask gives every frame the same background pixels
+    order = sorted(usable, key=lambda item: item[0] != reference)
+    measured: dict[int, tuple[FrameSource, Any]] = {}
+    mask = None
+    for done, (i, src) in enumerate(order, 1):
         try:
             if tuple(src.shape) != shape:
                 msg = (
@@ -245,19 +250,22 @@ def stack_frames(
                     "register it onto the reference grid"
                 )
                 raise ValueError(msg)
-            stats.append(measure_frame(src, tile=tile))
-            kept.append((i, src))
+            st = measure_frame(src, tile=tile, star_mask=mask, make_mask=mask is None)
+            if mask is None:
+                mask, reference = st.star_mask, i
+                st.star_mask = None
+            measured[i] = (src, st)
         except (OSError, ValueError) as exc:
             skipped.append((str(src.path), str(exc)))
             logger.warning("skipping %s: %s", src.path, exc)
         if progress is not None:
             progress("measure", done, len(usable))
-    if not kept:
+    del mask
+    if not measured:
         msg = f"no usable frame among {len(items)}: {skipped[0][0]}: {skipped[0][1]}"
         raise ValueError(msg)
-    if reference not in [i for i, _ in kept]:
-        logger.warning("reference frame unusable; using %s", kept[0][1].path)
-        reference = kept[0][0]
+    kept = [(i, measured[i][0]) for i in sorted(measured)]
+    stats = [measured[i][1] for i in sorted(measured)]
     ref_pos = [i for i, _ in kept].index(reference)
     names = [str(src.path) for _, src in kept]
     info = None if frame_info is None else [frame_info[i] for i, _ in kept]

@@ -5,10 +5,14 @@ not depend on the frame count), and measures per channel:
 
 * ``location`` - median of a regular subsample of the finite pixels;
 * ``dispersion`` - MAD-based sigma of the same subsample (the PixInsight/Siril "scale");
-* ``noise`` - background noise: the median over tiles of each tile's sigma-clipped
-  MAD sigma, so stars, nebulae and gradients do not inflate it;
+* ``noise`` - background noise: the median over tiles of each tile's sigma-clipped,
+  lower-half sigma (``median - q(15.87 %)``), so stars, nebulae and gradients do not
+  inflate it;
 * a coarse background grid - the sigma-clipped median of every tile - and each
-  tile's flux above that median (for the signal scale).
+  tile's flux above background (for the signal scale): the sum of the 3x3
+  median-filtered pixels minus a quadratic surface fitted to the pixels outside the
+  reference's star mask (the reference is measured first and builds the mask), so
+  the flux is linear in the signal and follows gradients and glow.
 
 Normalisations (``value' = value * scale + offset``, relative to the reference frame):
 
@@ -111,14 +115,29 @@ def _clipped_stats(buf, n, kappa, iters):  # pragma: no cover - compiled
     return med, sig, mean / max(m, 1)
 
 
+@njit(cache=True, fastmath=False)
+def _basis(u, w, out):  # pragma: no cover - compiled
+    out[0] = 1.0
+    out[1] = u
+    out[2] = w
+    out[3] = u * u
+    out[4] = u * w
+    out[5] = w * w
+
+
 @njit(parallel=True, cache=True, fastmath=False)
-def _tile_row_stats(band, smooth, tile, step, med, sig, flux, count):  # pragma: no cover
+def _tile_row_stats(band, smooth, mask, use_fit, tile, step, med, sig, flux, count):
     """Statistics of one row of tiles of ``band`` ``[rows, W]``.
 
     Per tile column ``i``: clipped median and sigma of a ``step``-subsample of the
-    finite pixels, the sum over the finite pixels of ``smooth - median`` (flux above
-    background, from the 3x3 median-filtered band ``smooth`` so that cosmic rays and
-    hot pixels do not count) and the number of finite pixels.
+    finite pixels; the number of finite pixels; and the flux above background: the
+    sum over the finite pixels of ``smooth`` (the 3x3 median-filtered band, so that
+    cosmic rays and hot pixels do not count) minus the sum of a quadratic surface
+    fitted (least squares) to ``smooth`` on the pixels outside ``mask`` (the
+    reference's stars).  With the same mask for every frame this is linear in the
+    signal - faint stars left outside the mask lower every frame's flux by the same
+    fraction - and the quadratic follows gradients and glow.  Without a mask
+    (``use_fit`` false) or enough unmasked pixels the tile median is the level.
     """
     rows, width = band.shape
     nx = med.shape[0]
@@ -126,18 +145,36 @@ def _tile_row_stats(band, smooth, tile, step, med, sig, flux, count):  # pragma:
         x0 = i * tile
         x1 = min(x0 + tile, width)
         buf = np.empty(((rows + step - 1) // step) * ((x1 - x0 + step - 1) // step))
+        xc = 0.5 * (x0 + x1 - 1)
+        yc = 0.5 * (rows - 1)
+        scale = 1.0 / tile
+        gram = np.zeros((6, 6))
+        rhs = np.zeros(6)
+        all_b = np.zeros(6)
+        b = np.empty(6)
         n = 0
         total = 0.0
         nfin = 0
+        n_fit = 0
         for y in range(rows):
             for x in range(x0, x1):
                 v = band[y, x]
                 if np.isfinite(v):
-                    total += smooth[y, x]
+                    sv = smooth[y, x]
+                    total += sv
                     nfin += 1
+                    _basis((x - xc) * scale, (y - yc) * scale, b)
+                    for p in range(6):
+                        all_b[p] += b[p]
                     if y % step == 0 and (x - x0) % step == 0:
                         buf[n] = v
                         n += 1
+                        if mask[y, x] == 0:
+                            n_fit += 1
+                            for p in range(6):
+                                rhs[p] += b[p] * sv
+                                for q in range(6):
+                                    gram[p, q] += b[p] * b[q]
         count[i] = nfin
         if n < 16:
             med[i] = np.nan
@@ -147,11 +184,15 @@ def _tile_row_stats(band, smooth, tile, step, med, sig, flux, count):  # pragma:
         m, s, _ = _clipped_stats(buf, n, 3.0, 5)
         med[i] = m
         sig[i] = s
-        # flux above the median: star wings below the clip level barely move it (a
-        # clipped mean would absorb them, more so in noisier frames); a strongly curved
-        # background biases it (mean != median of a parabola), and smaller regions
-        # would let star pixels shift their medians by an amount set by the noise
         flux[i] = total - nfin * m
+        if use_fit and n_fit >= 32 and n_fit >= 0.2 * n:
+            # a singular fit (pixels on a line) keeps the median level
+            if abs(np.linalg.det(gram)) > 1e-12 * gram[0, 0] ** 6:
+                coef = np.linalg.solve(gram, rhs)
+                level = 0.0
+                for p in range(6):
+                    level += coef[p] * all_b[p]
+                flux[i] = total - level
 
 
 def default_tile(shape: tuple[int, ...]) -> int:
@@ -179,6 +220,8 @@ class FrameStats:
         Tile size used.
     shape : tuple
         Frame shape.
+    star_mask : ndarray or None
+        uint8 ``[H, W]`` star mask when built (``make_mask=True``).
     """
 
     location: np.ndarray
@@ -191,10 +234,15 @@ class FrameStats:
     coverage: float
     tile: int
     shape: tuple[int, ...]
+    star_mask: np.ndarray | None = None
 
 
 def measure_frame(
-    source: FrameSource, tile: int | None = None, samples: int = 300_000
+    source: FrameSource,
+    tile: int | None = None,
+    samples: int = 300_000,
+    star_mask: np.ndarray | None = None,
+    make_mask: bool = False,
 ) -> FrameStats:
     """Measure one frame in a single band-by-band pass.
 
@@ -206,6 +254,14 @@ def measure_frame(
         Background tile size (default :func:`default_tile`).
     samples : int
         Approximate size of the regular subsample for location and dispersion.
+    star_mask : ndarray, optional
+        uint8 ``[H, W]``, non-zero on the reference's stars (from a previous call
+        with ``make_mask=True``): tile fluxes use the mean of the other pixels as
+        their background, the same pixels in every frame.
+    make_mask : bool
+        Build that mask from this frame (the reference): pixels of the 3x3 median
+        filtered image above the tile median + 3 sigma, dilated by 2 px, any channel.
+        Returned in :attr:`FrameStats.star_mask`.
 
     Raises
     ------
@@ -224,28 +280,48 @@ def measure_frame(
     tflux = np.zeros((channels, ny, nx))
     tcount = np.zeros((channels, ny, nx), dtype=np.int64)
     subs: list[list[np.ndarray]] = [[] for _ in range(channels)]
+    if star_mask is not None and star_mask.shape != (height, width):
+        msg = f"{source.path}: star mask {star_mask.shape} does not match the frame {shape}"
+        raise ValueError(msg)
+    new_mask = np.zeros((height, width), dtype=np.uint8) if make_mask else None
+    use_fit = make_mask or star_mask is not None
+    kernel = np.ones((5, 5), np.uint8)
     with source:
         for j in range(ny):
             y0, y1 = j * tile, min((j + 1) * tile, height)
             band = source.read_rows(y0, y1)
             planes = band[None] if band.ndim == 2 else band
             first = (-y0) % stride
+            smooths = []
             for c in range(channels):
                 plane = planes[c]
                 finite = np.isfinite(plane)
                 fill = np.float32(np.median(plane[finite])) if finite.any() else np.float32(0)
-                smooth = cv2.medianBlur(np.where(finite, plane, fill), 3)
-                _tile_row_stats(
-                    plane,
-                    smooth,
-                    tile,
-                    tile_step,
-                    grid[c, j],
-                    tsig[c, j],
-                    tflux[c, j],
-                    tcount[c, j],
+                smooths.append(cv2.medianBlur(np.where(finite, plane, fill), 3))
+            if new_mask is not None:
+                band_mask = new_mask[y0:y1]
+                empty = np.zeros((y1 - y0, width), dtype=np.uint8)
+                for c in range(channels):
+                    _tile_row_stats(
+                        planes[c], smooths[c], empty, False, tile, tile_step,
+                        grid[c, j], tsig[c, j], tflux[c, j], tcount[c, j],
+                    )  # fmt: skip
+                    level = np.repeat(grid[c, j] + 3 * tsig[c, j], tile)[:width]
+                    band_mask |= (smooths[c] > level[None, :]).astype(np.uint8)
+                band_mask[...] = cv2.dilate(band_mask, kernel)
+            else:
+                band_mask = (
+                    star_mask[y0:y1]
+                    if star_mask is not None
+                    else np.zeros((y1 - y0, width), dtype=np.uint8)
                 )
-                sample = plane[first::stride, ::stride].ravel()
+            for c in range(channels):
+                _tile_row_stats(
+                    planes[c], smooths[c], np.ascontiguousarray(band_mask), use_fit, tile,
+                    tile_step,
+                    grid[c, j], tsig[c, j], tflux[c, j], tcount[c, j],
+                )  # fmt: skip
+                sample = planes[c][first::stride, ::stride].ravel()
                 subs[c].append(sample[np.isfinite(sample)])
     location = np.empty(channels)
     dispersion = np.empty(channels)
@@ -272,6 +348,7 @@ def measure_frame(
         coverage=covered,
         tile=tile,
         shape=shape,
+        star_mask=new_mask,
     )
 
 

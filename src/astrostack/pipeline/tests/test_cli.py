@@ -48,6 +48,8 @@ def test_run_with_a_truncated_file_warns_and_reports_json(tmp_path):
     simulate_session(night, cfg)
     good = night / "lights" / "light_0001.fits"
     (night / "lights" / "light_9999.fits").write_bytes(good.read_bytes()[:5000])  # truncated
+    bias = night / "bias" / "bias_0001.fits"
+    (night / "bias" / "bias_9999.fits").write_bytes(bias.read_bytes()[:2880])  # header only
     res = runner.invoke(
         app, ["run", str(night), "-o", str(tmp_path / "out"), "--json", "--max-fwhm", "50"]
     )
@@ -55,6 +57,7 @@ def test_run_with_a_truncated_file_warns_and_reports_json(tmp_path):
     summary = json.loads(res.stdout)
     assert summary["exit_code"] == 3
     assert any("light_9999" in k for k in summary["skipped"])
+    assert any("bias_9999" in k for k in summary["skipped"])
     (group,) = summary["groups"]
     assert len(group["used"]) == 5
     assert {s["name"] for s in summary["stages"]} >= {"calibrate", "register", "stack"}

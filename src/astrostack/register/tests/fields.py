@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-__all__ = ["frame_positions", "render_stars", "sky_catalog"]
+__all__ = ["SHAPE", "frame_positions", "render_frame", "render_stars", "similarity", "sky_catalog"]
 
 
 def sky_catalog(
@@ -62,3 +62,30 @@ def render_stars(
     rng = np.random.default_rng(seed)
     img += background + rng.normal(0, noise, shape)
     return img.astype(np.float32)
+
+
+SHAPE = (384, 448)
+
+
+def similarity(angle_deg: float, scale: float = 1.0, shift=(0.0, 0.0), mirror: bool = False,
+               centre=(224.0, 192.0)) -> np.ndarray:  # fmt: skip
+    """Frame-to-reference matrix rotating/scaling about *centre*, then shifting."""
+    a = np.radians(angle_deg)
+    lin = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    if mirror:
+        lin = lin @ np.diag([1.0, -1.0])
+    c = np.asarray(centre, dtype=np.float64)
+    m = np.eye(3)
+    m[:2, :2] = lin
+    m[:2, 2] = c - lin @ c + np.asarray(shift)
+    return m
+
+
+def render_frame(sky, matrix, seed, **kw):
+    """Render the sky as seen by a frame whose frame-to-reference transform is *matrix*."""
+    xy, flux = sky
+    scale = np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+    sigma = kw.pop("sigma", 1.3) / scale
+    fxy = frame_positions(xy, matrix)
+    return render_stars(SHAPE, fxy, flux * kw.pop("transparency", 1.0), sigma=sigma, seed=seed,
+                        **kw)  # fmt: skip

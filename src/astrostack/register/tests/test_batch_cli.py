@@ -13,7 +13,7 @@ from astrostack.cli import app
 from astrostack.io import write_fits
 from astrostack.register import detect_stars, register_files, transform_rms_difference
 
-from .conftest import SHAPE, render_frame, similarity
+from .fields import SHAPE, render_frame, similarity
 
 TRUTHS = {
     "a.fits": similarity(0.0),

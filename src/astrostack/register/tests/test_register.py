@@ -16,8 +16,7 @@ from astrostack.register import (
     transform_rms_difference,
 )
 
-from .conftest import SHAPE, render_frame, similarity
-from .fields import frame_positions, render_stars
+from .fields import SHAPE, frame_positions, render_frame, render_stars, similarity
 
 CASES = {
     "shift": similarity(0.0, shift=(13.4, -7.9)),

@@ -165,3 +165,15 @@ def test_binned_detection_measures_at_full_resolution():
     np.testing.assert_allclose(binned.hfd[ok2], full.hfd[j2], rtol=0.15)
     np.testing.assert_allclose(binned.flux[ok2], full.flux[j2], rtol=0.1)
     assert binned.background_rms == pytest.approx(full.background_rms, rel=0.15)
+
+
+def test_close_pairs_are_not_doubled():
+    # pairs 4-5 px apart: deblended into two stars, never two entries on one star
+    base = np.array([[60.0, 60.0], [150.0, 90.0], [250.0, 200.0], [320.0, 260.0]])
+    xy = np.vstack([base, base + np.array([4.5, 0.8])])
+    img = render_stars(SHAPE, xy, np.full(8, 4e4), sigma=1.2, noise=3.0)
+    stars = detect_stars(img)
+    d = cKDTree(stars.xy).query(stars.xy, k=2)[0][:, 1]
+    assert np.all(d > 1.0)
+    ok, j = _pair(stars.xy, xy, radius=1.0)
+    assert ok.all() and len(set(j)) == len(j) >= 6

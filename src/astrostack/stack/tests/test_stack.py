@@ -179,9 +179,9 @@ def test_thin_cloud_frame_costs_nothing():
     assert f_with <= 1.1 * f_without + 0.05 * n_without, (f_with, f_without)
     cloud = with_cloud.frames[7]
     assert cloud.scale_source == "signal"
-    # the signal scale follows the transmission (1/3); the strong glow curvature
-    # biases tile fluxes, hence the loose bound (measured: 2.50)
-    assert 2.3 < cloud.scale[0] < 3.5
+    # the signal scale follows the transmission (1/3); measured 2.84 under this very
+    # steep glow (up to 10 ADU/px), where the quadratic tile background is approximate
+    assert 2.6 < cloud.scale[0] < 3.3
     assert cloud.weight[0] < 0.1
     others = np.array([f.scale[0] for i, f in enumerate(with_cloud.frames) if i != 7])
     assert np.abs(others - 1).max() < 0.03
