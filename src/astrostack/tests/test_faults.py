@@ -394,7 +394,6 @@ def test_sigkill_at_random_moments_then_resume(night, tmp_path):
         assert check_outputs_complete(out) == [], stage
         assert not list((out / "cache").rglob(".tmp-*")), stage
     assert len(killed) >= 5, f"killed in {killed} of {[m[0] for m in moments]}"
-    print(f"killed during: {killed}")
     assert digests(frames) == night["digests"]
 
 
