@@ -55,6 +55,7 @@ from .rejection import (
     combine_pixels,
     esd_critical_values,
 )
+from .stats import sorting_network
 
 __all__ = [
     "METHODS",
@@ -80,6 +81,16 @@ logger = logging.getLogger(__name__)
 METHODS = (*METHOD_CODES, "auto")
 
 _MAX_FRAMES = 65535  # counts are uint16
+
+# Stacks of up to this many frames are sorted by a comparator network applied to blocks
+# of pixels at once (vectorised across pixels); larger ones pixel by pixel (quicksort).
+# Measured single-thread on N(1000, 10) stacks: at N=50 the network path is Xx faster;
+# at N=128 the two cost the same.  A property of the algorithms, not a tunable.
+_NETWORK_MAX_FRAMES = 64
+# Pixels per block of the network path: [N, block] float32 values and companions stay
+# in L2 for N <= 64.  Above, blocks shrink so that a block holds ~16k values.
+_NETWORK_BLOCK = 256
+_FALLBACK_BLOCK_VALUES = 16384
 
 
 @dataclass
@@ -181,6 +192,21 @@ def _esd_table(n_frames: int, significance: float) -> np.ndarray:
 
 
 _NO_ESD = np.full(1, np.inf)
+_NO_NETWORK = np.zeros((0, 2), dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=16)
+def _network(n_frames: int) -> np.ndarray:
+    net = sorting_network(n_frames)
+    net.setflags(write=False)
+    return net
+
+
+def _sorting_plan(n_frames: int) -> tuple[np.ndarray, int]:
+    """Comparator network (empty = per-pixel sort) and pixels per block for N frames."""
+    if n_frames <= _NETWORK_MAX_FRAMES:
+        return _network(n_frames), _NETWORK_BLOCK
+    return _NO_NETWORK, max(8, min(_NETWORK_BLOCK, _FALLBACK_BLOCK_VALUES // n_frames))
 
 
 @dataclass(frozen=True)
@@ -258,6 +284,7 @@ class Combiner:
         uniform = not use_pix and (positive.size == 0 or bool(np.all(positive == positive[0])))
         stack3 = arr.reshape(n, n_planes, q)
         wpix3 = wpix.reshape(n, n_planes, q) if use_pix else wpix
+        network, block = _sorting_plan(n)
         combine_pixels(
             stack3,
             wframe,
@@ -268,6 +295,8 @@ class Combiner:
             self._fpar(),
             self._ipar(),
             self._esd(n),
+            network,
+            block,
             out_start,
             out.image.reshape(-1),
             out.rejected_low.reshape(-1),

@@ -151,6 +151,10 @@ def _open_fits(path: Path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+    except KeyError as exc:  # astropy's bare KeyError for e.g. NAXIS = 3 without NAXIS3
+        raise FrameReadError(
+            path, f"corrupt FITS header: required keyword {exc} is missing; re-save the file"
+        ) from exc
     except (OSError, ValueError, IndexError, TypeError) as exc:
         raise FrameReadError(
             path, f"corrupt or truncated FITS header ({exc}); re-copy the file"
@@ -204,9 +208,17 @@ def _fits_shape(path: Path, hdu) -> tuple[int, ...]:
 def _read_fits(path: Path, with_data: bool) -> Frame | FrameMeta:
     hdul = _open_fits(path)
     try:
-        index, hdu = _image_hdu(path, hdul)
-        _check_fits_size(path, hdu)
-        shape = _fits_shape(path, hdu)
+        try:
+            index, hdu = _image_hdu(path, hdul)
+            _check_fits_size(path, hdu)
+            shape = _fits_shape(path, hdu)
+        except FrameReadError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            # e.g. NAXIS = 3 without NAXIS3: astropy fails with a bare KeyError
+            raise FrameReadError(
+                path, f"malformed FITS header ({type(exc).__name__}: {exc}); re-save the file"
+            ) from exc
         meta = meta_from_fits_header(hdu.header, path=path, shape=shape)
         if index:
             meta.header["_HDU"] = index
@@ -252,6 +264,19 @@ def _tiff_layout(path: Path, series) -> tuple[tuple[int, ...], str]:
     )
 
 
+def _check_tiff_size(path: Path, series) -> None:
+    """Refuse a TIFF whose strips or tiles reach past the end of the file."""
+    size = path.stat().st_size
+    for page in series.pages:
+        if page is None:
+            continue
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+        if ends and max(ends) > size:
+            raise FrameReadError(
+                path, f"truncated TIFF ({size} of {max(ends)} bytes); re-copy the file"
+            )
+
+
 def _read_tiff(path: Path, with_data: bool) -> Frame | FrameMeta:
     import tifffile
 
@@ -259,7 +284,13 @@ def _read_tiff(path: Path, with_data: bool) -> Frame | FrameMeta:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, layout = _tiff_layout(path, series)
+            if np.dtype(series.dtype).kind == "c":
+                raise FrameReadError(
+                    path,
+                    f"complex-valued TIFF ({series.dtype}) is not an image; export real pixels",
+                )
             page = tif.pages[0]
+            _check_tiff_size(path, series)
             header = {
                 "TIFF_DTYPE": str(series.dtype),
                 "TIFF_BITS": int(getattr(page, "bitspersample", 0) or 0),
@@ -376,7 +407,15 @@ def _read_raw(path: Path, with_data: bool) -> Frame | FrameMeta:
             path, f"cannot read camera RAW ({type(exc).__name__}: {exc}); re-copy the file"
         ) from exc
     try:
-        meta = _raw_meta(path, raw)
+        try:
+            meta = _raw_meta(path, raw)
+        except FrameReadError:
+            raise
+        except Exception as exc:  # LibRaw unpacks lazily: a cut file fails here
+            raise FrameReadError(
+                path, f"cannot decode camera RAW ({type(exc).__name__}: {exc}); the file may "
+                "be truncated, re-copy it"
+            ) from exc
         if not with_data:
             return meta
         try:

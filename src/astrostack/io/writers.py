@@ -43,14 +43,21 @@ def _version() -> str:
     return str(__version__)
 
 
+def _ascii(text: str) -> str:
+    """FITS headers are ASCII: escape anything else reversibly (``é`` -> ``\\xe9``)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def _fits_value(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, datetime):
         return value.astimezone(UTC).replace(tzinfo=None).isoformat()
-    if isinstance(value, bool | int | float | str) or value is None:
+    if isinstance(value, str):
+        return _ascii(value)
+    if isinstance(value, bool | int | float) or value is None:
         return value
-    return str(value)
+    return _ascii(str(value))
 
 
 def write_fits(
@@ -134,7 +141,7 @@ def write_fits(
         if value is None or key in _STRUCTURAL or key.startswith("_"):
             continue
         try:
-            out[key] = (value, comments.get(key, ""))
+            out[key] = (value, _ascii(comments.get(key, "")))
         except (ValueError, KeyError) as exc:
             logger.debug("%s: keyword %s not written (%s)", path, key, exc)
     if array.ndim == 2 and bayer is not None:
@@ -148,7 +155,7 @@ def write_fits(
         "UTC date this file was written",
     )
     for line in history:
-        out.add_history(str(line))
+        out.add_history(_ascii(str(line)))
 
     with atomic_path(path) as tmp:
         hdu.writeto(tmp, overwrite=True, output_verify="silentfix")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..io.atomic import atomic_path
 
 __all__ = [
@@ -54,9 +55,12 @@ def _jsonable(obj: Any) -> Any:
 def hash_key(*parts: Any) -> str:
     """Stable 24-hex-digit key of *parts* (any JSON-able data, paths, numpy scalars).
 
-    Dictionaries are hashed with sorted keys, so their order does not matter.
+    Dictionaries are hashed with sorted keys, so their order does not matter.  The
+    astrostack version is included, so a new version never reuses an old result.
     """
-    text = json.dumps(parts, sort_keys=True, default=_jsonable, separators=(",", ":"))
+    # The package version is part of every key: an upgrade may change any stage's result.
+    text = json.dumps([__version__, *parts], sort_keys=True, default=_jsonable,
+                      separators=(",", ":"))  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

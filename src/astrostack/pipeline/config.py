@@ -93,10 +93,18 @@ class ColorConfig:
         registration) or ``'superpixel'`` (2x2 binning to half-resolution RGB).
     debayer : str
         Interpolation used in ``'debayer'`` mode: ``'rcd'`` or ``'bilinear'``.
+    neutralize_background : bool
+        Offset R, G, B of the colour stack so that their background levels are equal (the
+        usual post-stack step of Siril and PixInsight; recorded as ``ASNEUTRL``).
+    white_balance : str
+        ``'none'`` or ``'camera'`` (multiply the stack by the RAW file's camera
+        white-balance multipliers, normalised to green; recorded as ``ASWB``).
     """
 
     mode: str = "debayer"
     debayer: str = "rcd"
+    neutralize_background: bool = True
+    white_balance: str = "none"
 
 
 @dataclass
@@ -117,6 +125,9 @@ class RegistrationConfig:
     model : str
         Transform model: ``'auto'``, ``'shift'``, ``'rigid'``, ``'similarity'``,
         ``'affine'`` or ``'homography'``.
+    align_groups : bool
+        Register stacks that differ only by filter (same target, camera and geometry)
+        on one common reference, so that they come out pixel-aligned.
     """
 
     reference: str = "best"
@@ -124,6 +135,7 @@ class RegistrationConfig:
     detect_sigma: float = 5.0
     max_stars: int = 300
     model: str = "auto"
+    align_groups: bool = True
 
 
 @dataclass
@@ -465,6 +477,7 @@ _CHOICES = {
     ("calibration", "dark_scale"): ("exposure", "optimize"),
     ("color", "mode"): ("debayer", "superpixel"),
     ("color", "debayer"): ("rcd", "bilinear"),
+    ("color", "white_balance"): ("none", "camera"),
     ("registration", "interpolation"): ("lanczos3", "bicubic", "bilinear"),
     ("output", "tiff_bits"): (16, 32),
 }

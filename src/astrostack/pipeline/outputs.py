@@ -14,6 +14,7 @@ from ..io import write_fits, write_tiff
 from ..register import estimate_noise
 from ..report.stretch import write_preview
 from ..stack import stack_frames
+from .colour import finish_group_colour
 from .config import PipelineConfig, config_to_dict
 
 if TYPE_CHECKING:
@@ -51,12 +52,13 @@ def group_name(key: tuple, all_keys: list[tuple]) -> str:
 
 
 def stack_header(
-    g: GroupResult, res: Any, cfg: PipelineConfig, folder: Path, master_sets
+    g: GroupResult, res: Any, cfg: PipelineConfig, folder: Path, master_sets: dict
 ) -> tuple[dict[str, Any], list[str]]:
     """FITS keywords and HISTORY lines recording how the stack of *g* was made."""
     ref = g.reference
+    own = g.best if g.best is not None else ref
     used = g.used
-    meta = ref.meta
+    meta = own.meta
     cards: dict[str, Any] = {}
     history: list[str] = []
     for card in res.header().cards:
@@ -80,6 +82,7 @@ def stack_header(
             "FOCALLEN": meta.focal_length_mm,
             "ASGROUP": g.name,
             "ASREF": ref.name[-68:],
+            "ASSTKREF": own.name[-68:],
             "ASCOLOR": (cfg.color.mode if meta.bayer else "mono"),
             "ASDEBAY": (cfg.color.debayer if meta.bayer and cfg.color.mode == "debayer" else None),
             "ASINTERP": cfg.registration.interpolation,
@@ -98,10 +101,14 @@ def stack_header(
     for f in g.frames:
         if not f.used:
             history.append(f"excluded {f.name}: {f.reason}"[:200])
-    ms = master_sets.get(id(ref.plan))
-    if ms is not None:
+    seen = set()
+    for f in used:
+        ms = master_sets.get(id(f.plan))
+        if ms is None or id(ms) in seen:
+            continue
+        seen.add(id(ms))
         for kind, path in ms.paths.items():
-            history.append(f"master {kind} {path.name}")
+            history.append(f"master {kind} {path.name} for {f.plan.light.id}")
     for section, values in config_to_dict(cfg).items():
         history.append(f"config [{section}] " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return {k: v for k, v in cards.items() if v is not None}, history
@@ -130,7 +137,7 @@ def write_group_outputs(
     and excludes frames the stacker could not use.
     """
     used = g.used
-    ref_index = used.index(g.reference) if g.reference in used else 0
+    ref_index = used.index(g.best) if g.best in used else 0
     frame_info = [
         {"exposure": f.meta.exposure, "fwhm": f.quality.get("fwhm"),
          "stars": f.quality.get("n_stars")}
@@ -159,9 +166,11 @@ def write_group_outputs(
         if f is not None:
             f.used = False
             f.reason = f"not stacked: {reason}"
-    image = res.image
+    finished = finish_group_colour(res.image, g.reference.meta, cfg.color)
+    image = finished.image
     names = _file_names(g, single)
     cards, history = stack_header(g, res, cfg, folder, master_sets)
+    cards.update(finished.cards)
     fits_path = write_fits(output / names["fits"], image, header=cards, history=history)
     finite = image[np.isfinite(image)]
     lo = float(finite.min()) if finite.size else 0.0
@@ -199,12 +208,13 @@ def write_group_outputs(
         g.outputs[f"map_{key}"] = write_fits(maps_dir / f"{stem}_{key}.fits", arr, dtype=None)
     lum = image if image.ndim == 2 else np.nanmean(image, axis=0)
     stack_noise = estimate_noise(lum)
-    ref_noise = g.reference.quality.get("noise")
+    ref_noise = g.best.quality.get("noise") if g.best is not None else None
     total_values = float(res.coverage.sum(dtype=np.float64) + res.rejected_low.sum(dtype=np.float64)
                          + res.rejected_high.sum(dtype=np.float64))  # fmt: skip
     g.stack_info = {
         "frames stacked": len(res.frames),
-        "reference": g.reference.name,
+        "registration reference": g.reference.name,
+        "stack reference": g.best.name if g.best is not None else None,
         "rejection": f"{res.method} ({res.method_used})",
         "normalization": res.normalization,
         "weighting": res.weighting,

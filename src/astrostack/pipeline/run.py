@@ -21,6 +21,7 @@ import numpy as np
 from ..io import OUTPUT_MARKER, FrameReadError, discover
 from ..io.atomic import atomic_path
 from .cache import StageCache
+from .colour import check_plan_black_levels
 from .config import PipelineConfig, resolve_config
 from .outputs import group_name, write_group_outputs
 from .progress import ProgressCallback, StageRecord, StageTimer, single_blas_thread
@@ -54,7 +55,8 @@ class GroupResult:
     key: dict[str, Any]
     frames: list[LightFrame]
     selection: Selection | None = None
-    reference: LightFrame | None = None
+    reference: LightFrame | None = None  # registration reference (may be in another group)
+    best: LightFrame | None = None  # this group's best light: the stack's reference
     outputs: dict[str, Path] = field(default_factory=dict)
     stack_info: dict[str, Any] = field(default_factory=dict)
     maps: dict[str, np.ndarray] = field(default_factory=dict)
@@ -282,6 +284,7 @@ def run(
                 )
             except (ValueError, OSError, FrameReadError) as exc:
                 problems.append(f"masters for {plan.light.id}: {exc}; its lights are skipped")
+            check_plan_black_levels(plan, master_sets.get(id(plan)))
             for msg in problems:
                 if msg not in result.warnings:
                     result.warnings.append(msg)
@@ -332,8 +335,10 @@ def run(
     # ---- register ------------------------------------------------------------------------
     todo = sum(g.selection.n_used for g in groups if g.selection)
     with StageTimer("register", log, progress, total=todo) as st, single_blas_thread():
+        _choose_references(groups, cfg)
+        references: dict[str, Any] = {}
         for g in groups:
-            _register_group(g, cfg, cache, st, result)
+            _register_group(g, cfg, cache, st, result, references)
 
     # ---- warp ----------------------------------------------------------------------------
     todo = sum(len(g.used) for g in groups)
@@ -413,13 +418,20 @@ def _select(g: GroupResult, cfg: PipelineConfig) -> None:
             f.reason = "; ".join(reasons)
 
 
-def _pick_reference(g: GroupResult, cfg: PipelineConfig) -> LightFrame | None:
+def _user_reference(groups: list[GroupResult], cfg: PipelineConfig) -> LightFrame | None:
     want = cfg.registration.reference
-    if want and want != "best":
+    if not want or want == "best":
+        return None
+    for g in groups:
         for f in g.frames:
             if want in (f.name, f.path.name, f.path.stem) and f.cal_path is not None:
                 return f
-        logger.warning("reference %r not in group %s; using the best frame", want, g.name)
+    logger.warning("reference %r not found among the lights; using the best frame", want)
+    return None
+
+
+def _best_frame(g: GroupResult) -> LightFrame | None:
+    """The group's used light with the best quality score (earliest on ties)."""
     candidates = [f for f in g.frames if f.used]
     if not candidates:
         return None
@@ -428,17 +440,39 @@ def _pick_reference(g: GroupResult, cfg: PipelineConfig) -> LightFrame | None:
     return max(candidates, key=lambda f: (score.get(f.name, 0.0), -g.frames.index(f)))
 
 
-def _register_group(g: GroupResult, cfg: PipelineConfig, cache: StageCache, st, result) -> None:
-    ref = _pick_reference(g, cfg)
-    g.reference = ref
+def _choose_references(groups: list[GroupResult], cfg: PipelineConfig) -> None:
+    """Set each group's stack reference (``best``) and registration reference.
+
+    With ``registration.align_groups``, groups that differ only by filter (same target,
+    camera, geometry and CFA pattern) share one registration reference - the best frame
+    of the group with the most usable lights - so their stacks are pixel-aligned.
+    """
+    for g in groups:
+        g.best = _best_frame(g)
+    clusters: dict[tuple, list[GroupResult]] = {}
+    for g in groups:
+        k = (g.key["target"].lower(), g.key["camera"], g.key["shape"], g.key["binning"],
+             g.key["bayer"])  # fmt: skip
+        clusters.setdefault(k if cfg.registration.align_groups else (id(g),), []).append(g)
+    for members in clusters.values():
+        ref = _user_reference(members, cfg)
+        if ref is None:
+            lead = max(members, key=lambda g: (len(g.used), -groups.index(g)))
+            ref = lead.best
+        for g in members:
+            g.reference = ref if g.best is not None else None
+
+
+def _register_group(g: GroupResult, cfg: PipelineConfig, cache: StageCache, st, result,
+                    references: dict) -> None:  # fmt: skip
+    ref = g.reference
     if ref is None:
         return
-    holder: dict[str, Any] = {}
 
     def reference():
-        if "ref" not in holder:
-            holder["ref"] = make_reference(ref, cfg)
-        return holder["ref"]
+        if ref.cal_key not in references:
+            references[ref.cal_key] = make_reference(ref, cfg)
+        return references[ref.cal_key]
 
     for f in g.frames:
         if not f.used:

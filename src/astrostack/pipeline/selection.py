@@ -8,12 +8,14 @@ differences.  Each excluded frame gets one or more human-readable reasons.
 Tests (``SelectionConfig.enabled``):
 
 - clouds: star count below ``min_relative_stars`` x median, or transparency
-  (star flux) falling, or a background jump, each as a robust outlier;
+  (star flux) falling, or a background jump together with dimmer stars (a
+  brighter sky alone is left to normalisation and weighting);
 - trailing: eccentricity a high outlier and at least 0.15 above the median,
   or above ``max_eccentricity`` while the median is below it;
 - defocus: FWHM a high outlier and at least 25 % above the median;
-- satellite-flooded: many more detections than usual (trails break into
-  spurious sources) or a trail count reported by the quality measurement.
+- satellite-flooded: far more detections than usual (more than 2.5 x the
+  median and 50 more: trails break into spurious sources), or a trail count
+  reported by the quality measurement.
 
 User limits: ``max_fwhm``, ``min_stars`` and ``keep_best`` (best quality score
 first, among the frames that pass everything else).
@@ -225,7 +227,7 @@ def select_frames(
                 lambda i: f"clouds: {stars[i]:.0f} stars vs median {med:.0f}",
             )
             flag(
-                (z > k) & (stars > 1.5 * med) & (stars > med + 10),
+                (z > k) & (stars > 2.5 * med) & (stars > med + 50),
                 lambda i: f"satellite/trail flooded: {stars[i]:.0f} detections vs median {med:.0f}",
             )
         if transp is not None:
@@ -238,8 +240,15 @@ def select_frames(
             floor = 0.5 * noise_med if np.isfinite(noise_med) else 0.0
             z, med = session_z(bg, floor, "background")
             effect = 3.0 * noise_med if np.isfinite(noise_med) else 0.0
+            # A brighter sky alone (moonrise, another night or site) is left to the
+            # normalisation and weights; with dimmer stars it is a cloud lit from below.
+            dimmer = np.zeros(n, dtype=bool)
+            if stars is not None:
+                dimmer |= stars < 0.85 * np.nanmedian(stars[valid])
+            if transp is not None:
+                dimmer |= transp < 0.85 * np.nanmedian(transp[valid])
             flag(
-                (z > k) & (bg - med > effect),
+                (z > k) & (bg - med > effect) & dimmer,
                 lambda i: f"clouds/sky glow: background {bg[i]:.1f} vs median {med:.1f}",
             )
         if ecc is not None:

@@ -334,6 +334,22 @@ def _read_cases(folder: Path, header, good: np.ndarray) -> list[BadInput]:
     add(
         "fits-zero-size", "light_empty.fits", "zero-byte file", r"empty file \(0 bytes\)"
     ).write_bytes(b"")
+    raw = fits_bytes(small, [("IMAGETYP", "Light Frame"), ("EXPTIME", 30.0)])
+    raw = raw.replace(_card("EXPTIME", 30.0), b"EXPTIME =         12.5.3e+x".ljust(80), 1)
+    add(
+        "fits-unparsable-card",
+        "light_bad_card.fits",
+        "a header card whose value cannot be parsed (EXPTIME = 12.5.3e+x)",
+        r"(corrupt|invalid|unparsable|cannot parse).*(EXPTIME|card)",
+    ).write_bytes(raw)
+    raw = fits_bytes(small, [("IMAGETYP", "Light Frame")])
+    raw = raw.replace(_card("BITPIX", 16), _card("BITPIX", 33), 1)
+    add(
+        "fits-bad-bitpix",
+        "light_bitpix33.fits",
+        "BITPIX = 33 (not one of 8, 16, 32, 64, -32, -64)",
+        r"BITPIX",
+    ).write_bytes(raw)
     add(
         "fits-is-text",
         "light_notes.fits",

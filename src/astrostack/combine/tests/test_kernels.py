@@ -113,18 +113,23 @@ def trim_ends(v, nl, nh, centre, s_lo, s_hi, min_kept):
     return a, b, True
 
 
-def huber(seg, c):
-    loc = np.median(seg)
-    sigma = 1.482602218505602 * np.median(np.abs(seg - loc))
-    if sigma <= 0:
-        sigma = seg.std(ddof=1)
+def huber(seg, far_lo=-np.inf, far_hi=np.inf, start=None, n_below=0, n_above=0):
+    if start is None:
+        loc = np.median(seg)
+        sigma = 1.482602218505602 * np.median(np.abs(seg - loc))
+        if sigma <= 0:
+            sigma = seg.std(ddof=1)
+    else:
+        loc, sigma = start
+    far = (seg < far_lo) | (seg > far_hi)
     for inner in range(50):
         if sigma <= 0:
             break
         wv = np.clip(seg, loc - 1.5 * sigma, loc + 1.5 * sigma)
-        if c > 0:
-            far = (seg <= loc - c * sigma) | (seg >= loc + c * sigma)
-            wv = np.where(far, loc, wv)
+        wv = np.where(far, loc, wv)
+        # values rejected by earlier passes count as winsorized at the clip points
+        wv = np.concatenate([wv, np.full(n_below, loc - 1.5 * sigma)])
+        wv = np.concatenate([wv, np.full(n_above, loc + 1.5 * sigma)])
         s0 = sigma
         loc = wv.mean()
         sigma = 1.134 * wv.std(ddof=1)
@@ -143,12 +148,17 @@ def ref_winsorized(sl=3.0, sh=3.0, maxiters=10, min_kept=3, cutoff=5.0):
             n = seg.size
             if n <= min_kept or n < 3:
                 break
-            c = cutoff if it == 0 else 0.0
-            loc, sigma = huber(seg, c)
-            if not sigma > 0 and c > 0:
-                loc, sigma = huber(seg, 0.0)
+            loc, sigma = huber(seg, n_below=lo, n_above=v.size - hi)
             if not sigma > 0:
                 break
+            if it == 0 and cutoff > 0:
+                med = np.median(seg)
+                s_cut = min(sigma, 2.0 * 1.482602218505602 * np.median(np.abs(seg - med)))
+                f0, f1 = med - cutoff * s_cut, med + cutoff * s_cut
+                if s_cut > 0 and (seg[0] < f0 or seg[-1] > f1):
+                    loc2, sigma2 = huber(seg, f0, f1, (loc, sigma))
+                    if sigma2 > 0:
+                        loc, sigma = loc2, sigma2
             nl = int(np.sum(seg < loc - sl * sigma))
             nh = int(np.sum(seg > loc + sh * sigma))
             if nl == 0 and nh == 0:

@@ -51,8 +51,10 @@ def test_run_with_a_truncated_file_warns_and_reports_json(tmp_path):
     bias = night / "bias" / "bias_0001.fits"
     (night / "bias" / "bias_9999.fits").write_bytes(bias.read_bytes()[:2880])  # header only
     res = runner.invoke(
-        app, ["run", str(night), "-o", str(tmp_path / "out"), "--json", "--max-fwhm", "50"]
-    )
+        app,
+        ["run", str(night), "-o", str(tmp_path / "out"), "--json", "--max-fwhm", "50",
+         "--set", "output.keep_cache=false"],
+    )  # fmt: skip
     assert res.exit_code == 3, res.output
     summary = json.loads(res.stdout)
     assert summary["exit_code"] == 3
@@ -62,6 +64,7 @@ def test_run_with_a_truncated_file_warns_and_reports_json(tmp_path):
     assert len(group["used"]) == 5
     assert {s["name"] for s in summary["stages"]} >= {"calibrate", "register", "stack"}
     assert (tmp_path / "out" / "stack.fits").is_file()
+    assert not (tmp_path / "out" / "cache").exists()  # output.keep_cache = false
 
 
 def test_demo_command(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ def test_cfa_debayer_then_superpixel(tmp_path):
     fwhm = float(np.median([f.quality["fwhm"] for f in g.used]))
     cov = fits.getdata(out / "maps" / "stack_coverage.fits")
     full = compare_to_truth(img, truth, g.reference.name, coverage=cov, fwhm=fwhm)
+    print(f"debayer: correlation {full.correlation:.4f}, slope/QE {np.array(full.slope) / cfg.qe}")
     assert full.correlation > 0.95, full
     # Colour balance follows the sensor: fitted slopes ordered like the simulated QE.
     qe = np.array(cfg.qe)
@@ -42,4 +43,5 @@ def test_cfa_debayer_then_superpixel(tmp_path):
     cov2 = fits.getdata(out / "maps" / "stack_coverage.fits")
     sp = compare_to_truth(img2, truth, g.reference.name, coverage=cov2, superpixel=True,
                           fwhm=fwhm)  # fmt: skip
+    print(f"superpixel: correlation {sp.correlation:.4f}")
     assert sp.correlation > 0.95, sp

@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 from astropy.io import fits
+from scipy.spatial import cKDTree
 
 from astrostack.pipeline import run
+from astrostack.register import detect_stars
 from astrostack.simulate import SessionConfig, simulate_session
 
 
@@ -50,3 +52,17 @@ def test_filters_get_their_own_stack_and_exposures_are_merged(tmp_path):
     assert np.isfinite(img).mean() > 0.8
     session = json.loads((out / "session.json").read_text())
     assert {g["name"] for g in session["groups"]} == {"R", "G"}
+    # Filters of one target are registered on one common reference: aligned stacks.
+    g = by_name["G"]
+    assert g.reference is r.reference and g.best in g.used
+    assert fits.getheader(out / "stack_G.fits")["ASREF"] == hdr_r["ASREF"]
+    xy = []
+    for name in ("stack_R.fits", "stack_G.fits"):
+        data = fits.getdata(out / name).astype(np.float32)
+        data = np.where(np.isfinite(data), data, np.nanmedian(data))
+        xy.append(detect_stars(data, max_stars=80).xy)
+    dist, _ = cKDTree(xy[0]).query(xy[1])
+    close = dist[dist < 3.0]
+    assert close.size > 40
+    print(f"groups: {close.size} stars matched, median offset {np.median(close):.3f} px")
+    assert float(np.median(close)) < 0.2, np.median(close)

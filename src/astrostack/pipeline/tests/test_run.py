@@ -28,7 +28,9 @@ def night(tmp_path_factory):
     frames = root / "frames"
     cfg = SessionConfig.small(n_lights=10, exposure=120.0, bad_frames=BAD, seed=7)
     simulate_session(frames, cfg)
-    result = run(frames, root / "out")
+    events = []
+    result = run(frames, root / "out", progress=events.append)
+    result.events = events
     return frames, root, result
 
 
@@ -65,6 +67,7 @@ def test_end_to_end_matches_truth(night):
     cov = fits.getdata(out / "maps" / "stack_coverage.fits")
     fwhm = float(np.median([f.quality["fwhm"] for f in g.used]))
     cmp = compare_to_truth(data, truth, g.reference.name, coverage=cov, fwhm=fwhm)
+    print(f"e2e: correlation {cmp.correlation:.4f}, SNR {cmp.snr:.2f}, excluded {excluded}")
     assert cmp.correlation > 0.99, cmp
     assert cmp.n_pixels > 0.5 * data.size
     # session.json records the selection and reasons.
@@ -73,6 +76,20 @@ def test_end_to_end_matches_truth(night):
     assert {Path(k).name for k in sel["excluded"]} == set(bad_files)
     assert session["exit_code"] == 0
     assert [s["name"] for s in session["stages"]][:3] == ["discover", "masters", "calibrate"]
+
+
+def test_progress_events_and_stage_log(night):
+    result = night[2]
+    names = [s.name for s in result.stages]
+    assert names == ["discover", "masters", "calibrate", "quality", "select", "register",
+                     "warp", "stack", "report"]  # fmt: skip
+    for s in result.stages:
+        kinds = [e.kind for e in result.events if e.stage == s.name]
+        assert kinds[0] == "start" and kinds[-1] == "end", (s.name, kinds)
+        assert s.seconds >= 0 and s.peak_mb > 50  # resident memory of this process
+    calib = [e for e in result.events if e.stage == "calibrate" and e.kind == "advance"]
+    assert [e.done for e in calib] == list(range(1, 11)) and calib[0].total == 10
+    assert all(e.message.startswith("lights/") for e in calib)
 
 
 def test_rejection_change_reuses_everything_upstream(night):
@@ -137,9 +154,10 @@ def test_sigkill_during_registration_resumes_identically(night, tmp_path):
     n_done = len(list(registered.glob("*.json")))
     # Resume, and an uninterrupted run for comparison, both in fresh processes like the
     # killed one (so all three use the same compiled kernels).
-    subprocess.run([*cmd, str(out)], check=True, capture_output=True)
+    for target in (out, tmp_path / "uninterrupted"):
+        done = subprocess.run([*cmd, str(target)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
     base = tmp_path / "uninterrupted"
-    subprocess.run([*cmd, str(base)], check=True, capture_output=True)
     stages = _stages(out)
     assert stages["calibrate"]["reused"] == 10 and stages["calibrate"]["computed"] == 0
     assert stages["warp"]["reused"] >= n_done >= 2

@@ -27,14 +27,19 @@ def test_flags_injected_bad_frames_with_reasons():
     # clouds: stars drop and background jumps
     m["n_stars"][3] = 90
     m["background"][3] += 300
-    # thin cloud / sky glow only: background jump, stars a bit lower
+    # thin cloud lit by the city: background jump, stars 25% dimmer
     m["background"][7] += 250
+    m["n_stars"][7] *= 0.75
+    # moonrise: brighter sky, same stars -> kept (normalisation and weights handle it)
+    m["background"][9] += 400
     # trailing
     m["eccentricity"][11] = 0.72
     # defocus
     m["fwhm"][15] = 5.4
     # satellite-flooded: many spurious detections
     m["n_stars"][19] = 1300
+    # better transparency later in the night: more stars -> kept
+    m["n_stars"][21] = 560
     sel = select_frames(names, m, SelectionConfig())
     excluded = sel.excluded
     assert set(excluded) == {names[i] for i in (3, 7, 11, 15, 19)}
