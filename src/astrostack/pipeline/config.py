@@ -491,8 +491,15 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
                 repr(c) for c in choices
             )
             raise ValueError(msg)
+    from ..combine.kernels import METHODS
     from ..stack.normalize import NORMALIZATIONS
     from ..stack.weights import parse_weighting
+
+    for section, key in (("stack", "method"), ("calibration", "master_method")):
+        value = getattr(getattr(cfg, section), key)
+        if value not in METHODS:
+            msg = f"{source}: {section}.{key} = {value!r} is not one of " + ", ".join(METHODS)
+            raise ValueError(msg)
 
     if cfg.stack.normalization not in NORMALIZATIONS:
         msg = (

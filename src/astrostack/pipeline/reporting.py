@@ -115,6 +115,7 @@ def write_run_report(result: RunResult, folder: Path) -> Path:
         stages=[s.to_dict() for s in result.stages],
         skipped={**result.skipped, **{k: f"ignored: {v}" for k, v in result.ignored.items()}},
         warnings=list(result.warnings),
+        notes=list(result.notes),
         version=__version__,
     )
     return write_report(result.output / "report.html", data)
@@ -184,6 +185,7 @@ def session_dict(result: RunResult, folder: Path) -> dict[str, Any]:
             "skipped": result.skipped,
             "ignored": result.ignored,
             "warnings": result.warnings,
+            "notes": result.notes,
             "stages": [s.to_dict() for s in result.stages],
         }
     )

@@ -87,6 +87,8 @@ class RunResult:
         ``{file: reason}`` of input images or frames that could not be used (errors).
     ignored : dict
         ``{file: reason}`` of files that are not images (notes, JSON, ...).
+    notes : list of str
+        How the lights are calibrated (what is missing, what is done instead).
     warnings : list of str
         Run-level warnings (missing masters, failed groups, ...).
     config : PipelineConfig
@@ -99,6 +101,7 @@ class RunResult:
     stages: list[StageRecord] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     config: PipelineConfig = field(default_factory=PipelineConfig)
 
@@ -261,9 +264,14 @@ def run(
         raise PipelineError(msg)
     for note in session.notes:
         logger.info("discovery: %s", note)
+        result.notes.append(note)
+    used_plans = {id(f.plan) for g in groups for f in g.frames}
     for plan in session.plans:
+        if id(plan) not in used_plans:
+            continue
         for note in plan.notes:
             logger.info("calibration of %s: %s", plan.light.id, note)
+            result.notes.append(f"{plan.light.id}: {note}")
     lights = [f for g in groups for f in g.frames]
 
     # ---- masters -------------------------------------------------------------------------

@@ -107,6 +107,7 @@ class ReportData:
     stages: Sequence[Mapping[str, Any]] = field(default_factory=list)
     skipped: Mapping[str, str] = field(default_factory=dict)  # file -> reason
     warnings: Sequence[str] = field(default_factory=list)
+    notes: Sequence[str] = field(default_factory=list)  # calibration plan remarks
     version: str = ""
 
 
@@ -247,6 +248,12 @@ def render_report(data: ReportData) -> str:
         parts.append(
             "<ul>"
             + "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in data.warnings)
+            + "</ul>"
+        )
+    if data.notes:
+        parts.append(
+            "<h2>Calibration</h2><ul>"
+            + "".join(f"<li>{html.escape(n)}</li>" for n in data.notes)
             + "</ul>"
         )
     for g in data.groups:

@@ -143,22 +143,24 @@ def ref_winsorized(sl=3.0, sh=3.0, maxiters=10, min_kept=3, cutoff=5.0):
         order = np.argsort(x, kind="stable")
         v = x[order]
         lo, hi = 0, v.size
+        start = None  # later passes start from the last estimate
         for it in range(maxiters):
             seg = v[lo:hi]
             n = seg.size
             if n <= min_kept or n < 3:
                 break
-            loc, sigma = huber(seg, n_below=lo, n_above=v.size - hi)
+            loc, sigma = huber(seg, start=start, n_below=lo, n_above=v.size - hi)
             if not sigma > 0:
                 break
             if it == 0 and cutoff > 0:
                 med = np.median(seg)
-                s_cut = min(sigma, 2.0 * 1.482602218505602 * np.median(np.abs(seg - med)))
+                s_cut = min(sigma, 1.482602218505602 * np.median(np.abs(seg - med)))
                 f0, f1 = med - cutoff * s_cut, med + cutoff * s_cut
                 if s_cut > 0 and (seg[0] < f0 or seg[-1] > f1):
                     loc2, sigma2 = huber(seg, f0, f1, (loc, sigma))
                     if sigma2 > 0:
                         loc, sigma = loc2, sigma2
+            start = (loc, sigma)
             nl = int(np.sum(seg < loc - sl * sigma))
             nh = int(np.sum(seg > loc + sh * sigma))
             if nl == 0 and nh == 0:

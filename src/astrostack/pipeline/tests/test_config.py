@@ -78,6 +78,12 @@ def test_bad_values_name_the_source(tmp_path):
         load_config(bad)
     with pytest.raises(ValueError, match="not one of"):
         config_from_dict({"color": {"mode": "quarterpixel"}})
+    with pytest.raises(ValueError, match=r"stack\.method.*not one of"):
+        config_from_dict({"stack": {"method": "avg"}})
+    with pytest.raises(ValueError, match=r"stack\.normalization"):
+        config_from_dict({"stack": {"normalization": "scale"}})
+    with pytest.raises(ValueError, match=r"stack\.weighting"):
+        config_from_dict({"stack": {"weighting": "snr"}})
 
 
 def test_toml_round_trip():

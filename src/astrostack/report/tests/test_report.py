@@ -66,6 +66,7 @@ def _data() -> ReportData:
             {"name": "calibrate", "seconds": 1.5, "peak_mb": 300.0, "computed": 10, "reused": 0}
         ],
         skipped={"bad.fits": "truncated FITS; re-copy the file"},
+        notes=["light-1: no flats: lights not flat-fielded"],
         version="0.1.0",
     )
 
@@ -96,6 +97,7 @@ def test_report_is_self_contained(tmp_path):
     assert "calibrate" in text and "peak memory" in text
     assert "weird &lt;&amp;&gt;" in text  # escaped
     assert "bad.fits" in text
+    assert "<h2>Calibration</h2>" in text and "lights not flat-fielded" in text
     assert not list(tmp_path.glob(".tmp-*"))
 
 
