@@ -191,8 +191,13 @@ def _esd_table(n_frames: int, significance: float) -> np.ndarray:
     return table
 
 
+# Every array handed to the kernel is read-only (the cached tables must not be mutated):
+# one array type for all calls, so the kernel is compiled once (a writable placeholder
+# next to a read-only table would compile a second ~5 s specialisation).
 _NO_ESD = np.full(1, np.inf)
+_NO_ESD.setflags(write=False)
 _NO_NETWORK = np.zeros((0, 2), dtype=np.int64)
+_NO_NETWORK.setflags(write=False)
 
 
 @functools.lru_cache(maxsize=16)

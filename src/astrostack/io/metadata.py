@@ -24,6 +24,7 @@ __all__ = [
     "bayer_shift",
     "classify_kind",
     "flip_pattern_vertically",
+    "kind_from_header",
     "kind_from_path",
     "meta_from_dict",
     "meta_from_fits_header",
@@ -282,7 +283,16 @@ def _kind_from_words(text: str) -> str:
     return "unknown"
 
 
-def kind_from_path(path: str | Path, levels: int = 3) -> str:
+def kind_from_header(header: Mapping) -> str:
+    """Frame kind from ``IMAGETYP``/``FRAME``/``FRAMETYP`` keywords, or ``'unknown'``."""
+    for key in _KIND_KEYWORDS:
+        kind = classify_kind(_as_str(header.get(key)))
+        if kind != "unknown":
+            return kind
+    return "unknown"
+
+
+def kind_from_path(path: str | Path, levels: int = 3, root: str | Path | None = None) -> str:
     """Frame kind from the file name, then from the names of its parent folders.
 
     Parameters
@@ -291,6 +301,10 @@ def kind_from_path(path: str | Path, levels: int = 3) -> str:
         The frame's path.
     levels
         How many parent folders to consult (nearest first).
+    root
+        The folder being scanned: folders above it say nothing about the frame (a
+        session kept under ``~/lights-of-2025/`` is not all lights), so only *root*
+        and the folders below it are consulted.
 
     Returns
     -------
@@ -301,7 +315,11 @@ def kind_from_path(path: str | Path, levels: int = 3) -> str:
     kind = _kind_from_words(p.stem)
     if kind != "unknown":
         return kind
-    for parent in list(p.parents)[:levels]:
+    parents = list(p.parents)[:levels]
+    if root is not None:
+        root = Path(root)
+        parents = [q for q in parents if q == root or root in q.parents]
+    for parent in parents:
         kind = _kind_from_words(parent.name)
         if kind != "unknown":
             return kind
@@ -421,11 +439,7 @@ def meta_from_fits_header(
         shape = tuple(int(h.get(f"{prefix}{i}", 0)) for i in range(naxis, 0, -1))
     shape = tuple(int(s) for s in shape)
 
-    kind = "unknown"
-    for key in _KIND_KEYWORDS:
-        kind = classify_kind(_as_str(h.get(key)))
-        if kind != "unknown":
-            break
+    kind = kind_from_header(h)
     if kind == "unknown" and path is not None:
         kind = kind_from_path(path)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from statistics import median
 
 from .frame import FrameMeta, FrameReadError
-from .metadata import meta_to_dict
+from .metadata import kind_from_header, kind_from_path, meta_to_dict
 from .readers import is_frame_name, read_meta
 
 __all__ = [
@@ -721,6 +721,10 @@ def discover(
         results = list(pool.map(_read_meta_or_reason, candidates))
     for path, result in zip(candidates, results, strict=True):
         if isinstance(result, FrameMeta):
+            if kind_from_header(result.header) == "unknown":
+                # the reader looked at folder names up to the file system's root; only
+                # the scanned folder and those below it describe the frame
+                result.kind = kind_from_path(path, root=folder)
             metas.append(result)
         else:
             logger.warning("%s: skipped, %s", path, result)

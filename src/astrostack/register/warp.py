@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 METHODS = {"lanczos3": 6, "bicubic": 4, "bilinear": 2}
 
 _LUT_RES = 1024
-# fast-math without 'nnan'/'ninf': the kernels test for NaN (v == v)
-_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# fast-math without 'nnan'/'ninf' (the kernels test for NaN, v == v) and without
+# 'reassoc'/'contract', so that a warp gives the same bits however it was compiled
+_FASTMATH = {"nsz", "arcp", "afn"}
 _LUTS: dict[str, np.ndarray] = {}
 
 

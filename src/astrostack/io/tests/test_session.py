@@ -249,3 +249,18 @@ def test_bayer_and_gain_separate_groups(tmp_path):
 def test_discover_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         discover(tmp_path / "nope")
+
+
+def test_folders_above_the_scanned_one_say_nothing(tmp_path):
+    # A night kept under a folder whose name holds a kind word ("flat_field_tests",
+    # "lights_2025") must not turn its untyped frames into that kind.
+    root = tmp_path / "lights_2025" / "night"
+    _frame(root / "darks" / "a_0.fits", None, 60.0)
+    _frame(root / "darks" / "a_1.fits", None, 60.0)
+    _frame(root / "misc" / "untitled.fits", None, 60.0)
+    session = discover(root)
+    kinds = {p.name: g.kind for g in session.groups for p in g.paths}
+    assert kinds == {"a_0.fits": "dark", "a_1.fits": "dark", "untitled.fits": "unknown"}
+    # the scanned folder itself still counts: pointing at a folder named 'darks' works
+    inner = discover(root / "darks")
+    assert [g.kind for g in inner.groups] == ["dark"]
