@@ -223,7 +223,12 @@ def run(
         str | None, typer.Option(help="Keep the best fraction of frames, e.g. 90%.")
     ] = None,
     method: Annotated[
-        str | None, typer.Option(help="Rejection: auto, sigma, winsorized, linear_fit, esd, ...")
+        str | None,
+        typer.Option(
+            "--method",
+            "--rejection",
+            help="Rejection: auto, sigma, winsorized, linear_fit, esd, percentile, minmax, ...",
+        ),
     ] = None,
     sigma_low: Annotated[float | None, typer.Option(help="Low rejection threshold.")] = None,
     sigma_high: Annotated[float | None, typer.Option(help="High rejection threshold.")] = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -21,7 +22,14 @@ if TYPE_CHECKING:
     from .run import RunResult
     from .stages import LightFrame
 
-__all__ = ["frame_thumbnail", "session_dict", "write_run_report", "write_session_json"]
+__all__ = [
+    "frame_thumbnail",
+    "quality_rows",
+    "session_dict",
+    "write_quality_table",
+    "write_run_report",
+    "write_session_json",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +197,36 @@ def session_dict(result: RunResult, folder: Path) -> dict[str, Any]:
             "stages": [s.to_dict() for s in result.stages],
         }
     )
+
+
+def quality_rows(result: RunResult) -> list[dict[str, Any]]:
+    """One row per light of every group: the frame quality table of the session."""
+    rows = []
+    for g in result.groups:
+        for f in g.frames:
+            row = {"group": g.name, "file": f.name, "date": f.date,
+                   "exposure": f.meta.exposure, "used": f.used, "reason": f.reason or "",
+                   "weight": f.weight}  # fmt: skip
+            row.update({k: v for k, v in f.quality.items() if not isinstance(v, dict | list)})
+            rows.append(_clean(row))
+    return rows
+
+
+def write_quality_table(result: RunResult) -> tuple[Path, Path]:
+    """Write ``quality.csv`` and ``quality.json`` (the per-frame table) atomically."""
+    rows = quality_rows(result)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    csv_path = result.output / "quality.csv"
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    json_path = result.output / "quality.json"
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(rows, indent=1))
+    return csv_path, json_path
 
 
 def write_session_json(result: RunResult, folder: Path) -> Path:

@@ -25,7 +25,7 @@ from .colour import check_plan_black_levels
 from .config import PipelineConfig, resolve_config
 from .outputs import group_name, write_group_outputs
 from .progress import ProgressCallback, StageRecord, StageTimer, single_blas_thread
-from .reporting import write_run_report, write_session_json
+from .reporting import write_quality_table, write_run_report, write_session_json
 from .selection import Selection, select_frames
 from .stages import (
     LightFrame,
@@ -511,6 +511,9 @@ def _finish(
             logger.exception(msg)
             result.warnings.append(msg)
         st.advance()
+        result.outputs["quality.csv"], result.outputs["quality.json"] = write_quality_table(
+            result
+        )
         result.outputs["session.json"] = write_session_json(result, folder)
         st.advance()
     # session.json again so it holds the report stage's own record too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -76,6 +77,13 @@ def test_end_to_end_matches_truth(night):
     assert {Path(k).name for k in sel["excluded"]} == set(bad_files)
     assert session["exit_code"] == 0
     assert [s["name"] for s in session["stages"]][:3] == ["discover", "masters", "calibrate"]
+    # The per-frame quality table, one row per light, bad frames marked with their reason.
+    with open(out / "quality.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10 and {"fwhm", "n_stars", "noise", "used", "reason"} <= set(rows[0])
+    unused = {Path(r["file"]).name for r in rows if r["used"] == "False"}
+    assert unused == set(bad_files)
+    assert json.loads((out / "quality.json").read_text())[0]["file"] == rows[0]["file"]
 
 
 def test_progress_events_and_stage_log(night):
