@@ -10,7 +10,7 @@ Per block: gather the values as ``[N, block]`` (contiguous reads; a NaN value, a
 infinite value or a weight <= 0 / NaN all mean "no data" and become ``+inf``), then sort
 every pixel's values at once with a comparator network whose compare-exchanges are
 elementwise min/max of two rows (vectorised across pixels), carrying weights or frame
-indices along when weights differ.  Above 64 frames each pixel is sorted alone
+indices along when weights differ.  Above 1024 frames each pixel is sorted alone
 (quicksort).  Per pixel: reject on the sorted values, where every method keeps a
 contiguous range whose mean and variance come from running sums, then take the
 weighted mean of the kept values in float64 (the plain median for ``median``).  The
@@ -26,6 +26,9 @@ import numpy as np
 from numba import njit, prange
 
 from .stats import (
+    extremes_to_ends,
+    first_ge,
+    first_gt,
     median_inplace,
     sort_columns,
     sort_pairs,
@@ -208,30 +211,6 @@ def _build_cumsums(v, n, c1, c2):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=False)
-def _first_ge(v, lo, hi, x):  # pragma: no cover - compiled
-    """First index in ``[lo, hi]`` of the sorted ``v`` with ``v[k] >= x`` (bisection)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if v[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True, fastmath=False)
-def _first_gt(v, lo, hi, x):  # pragma: no cover - compiled
-    """First index in ``[lo, hi]`` of the sorted ``v`` with ``v[k] > x`` (bisection)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if v[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True, fastmath=False)
 def _reject_sigma(v, lo, hi, c1, c2, ref, sl, sh, maxiters, stdfunc):  # pragma: no cover
     """astropy-compatible iterative sigma clipping on the sorted ``v[lo:hi]``.
 
@@ -288,11 +267,11 @@ def _huber_winsorized(v, lo, hi, c1, c2, ref, loc, sigma, far_lo, far_hi, n_belo
             s = c1[hi] - c1[lo]
             var = (c2[hi] - c2[lo] - s * s / n_in) / (n_in - 1)
             sigma = np.sqrt(var) if var > 0.0 else 0.0
-    a_c = _first_ge(v, lo, hi, far_lo)  # v[lo:a_c] < far_lo -> loc
-    b_c = _first_gt(v, a_c, hi, far_hi)  # v[b_c:hi] > far_hi -> loc
+    a_c = first_ge(v, lo, hi, far_lo)  # v[lo:a_c] < far_lo -> loc
+    b_c = first_gt(v, a_c, hi, far_hi)  # v[b_c:hi] > far_hi -> loc
     n_far = (a_c - lo) + (hi - b_c)
-    a_t = _first_ge(v, a_c, b_c, loc - _WINSOR_CLIP * sigma)
-    b_t = _first_gt(v, a_t, b_c, loc + _WINSOR_CLIP * sigma)
+    a_t = first_ge(v, a_c, b_c, loc - _WINSOR_CLIP * sigma)
+    b_t = first_gt(v, a_t, b_c, loc + _WINSOR_CLIP * sigma)
     for it in range(_WINSOR_MAX_INNER):
         if sigma <= 0.0:
             break
@@ -535,27 +514,6 @@ def _reject_percentile(v, lo, hi, pl, ph):  # pragma: no cover - compiled
     nl = _count_below(v, lo, hi, med - pl * am)
     nh = _count_above(v, lo + nl, hi, med + ph * am)
     return lo + nl, hi - nh
-
-
-@njit(cache=True, fastmath=False)
-def _extremes_to_ends(v, w, n, k_low, k_high):  # pragma: no cover - compiled
-    """Move the ``k_low`` smallest values (ascending) to the front of ``v[:n]`` and the
-    ``k_high`` largest (descending from the end) to the back, carrying ``w`` along."""
-    for t in range(k_low):
-        best = t
-        for k in range(t + 1, n):
-            if v[k] < v[best]:
-                best = k
-        v[t], v[best] = v[best], v[t]
-        w[t], w[best] = w[best], w[t]
-    for t in range(k_high):
-        end = n - 1 - t
-        best = end
-        for k in range(k_low, end):
-            if v[k] > v[best]:
-                best = k
-        v[end], v[best] = v[best], v[end]
-        w[end], w[best] = w[best], w[end]
 
 
 @njit(cache=True, fastmath=False)
@@ -809,7 +767,7 @@ def combine_pixels(
                 if method == 7 and n_low_mm + n_high_mm <= 8:
                     # min/max only need the extremes at the ends: O(n k), no sort
                     if n > n_low_mm + n_high_mm:
-                        _extremes_to_ends(v, w, n, n_low_mm, n_high_mm)
+                        extremes_to_ends(v, w, n, n_low_mm, n_high_mm)
                 elif method != 0:
                     if carry:
                         sort_pairs(v, w, n, qstack)

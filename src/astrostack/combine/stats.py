@@ -357,6 +357,51 @@ def sorted_mad(v, lo, hi, med):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=False)
+def first_ge(v, lo, hi, x):  # pragma: no cover - compiled
+    """First index in ``[lo, hi]`` of the sorted ``v`` with ``v[k] >= x`` (bisection)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, fastmath=False)
+def first_gt(v, lo, hi, x):  # pragma: no cover - compiled
+    """First index in ``[lo, hi]`` of the sorted ``v`` with ``v[k] > x`` (bisection)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, fastmath=False)
+def extremes_to_ends(v, w, n, k_low, k_high):  # pragma: no cover - compiled
+    """Move the ``k_low`` smallest values (ascending) to the front of ``v[:n]`` and the
+    ``k_high`` largest (descending from the end) to the back, carrying ``w`` along."""
+    for t in range(k_low):
+        best = t
+        for k in range(t + 1, n):
+            if v[k] < v[best]:
+                best = k
+        v[t], v[best] = v[best], v[t]
+        w[t], w[best] = w[best], w[t]
+    for t in range(k_high):
+        end = n - 1 - t
+        best = end
+        for k in range(k_low, end):
+            if v[k] > v[best]:
+                best = k
+        v[end], v[best] = v[best], v[end]
+        w[end], w[best] = w[best], w[end]
+
+
+@njit(cache=True, fastmath=False)
 def _finite_median_mad(flat, idx):  # pragma: no cover - compiled
     """Median and MAD of the finite ``flat[idx]`` values (all of ``flat`` if idx is empty)."""
     m = idx.size if idx.size > 0 else flat.size

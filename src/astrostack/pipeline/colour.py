@@ -1,6 +1,12 @@
-"""Colour-specific steps of a run: RAW level checks and the finishing of a colour stack.
+"""Colour-specific steps of a run: RAW black levels and the finishing of a colour stack.
 
-Two things happen here that the generic stages do not do:
+Three things happen here that the generic stages do not do:
+
+- **Per-channel RAW black levels** (:func:`black_level_frame`, :func:`flat_black_level`).
+  Without bias frames, lights and flats of a RAW session are offset-corrected with the
+  black level stated by the file, for each CFA channel on its own (subtracting the mean of
+  unequal channel levels leaves a colour cast); flats without bias or dark-flat frames get
+  it too, so that the master flat keeps the true vignetting contrast.
 
 - **RAW black levels against the master bias** (:func:`check_black_levels`).  A camera RAW
   file states the black level of each CFA channel (LibRaw's
@@ -21,6 +27,11 @@ Two things happen here that the generic stages do not do:
 iterated clipping of the channel mean, :func:`astrostack.calibrate.background_levels`) of
 the three channels are equal; the residual spread is recorded as ``ASNEUTSP``, in units of
 the background noise.
+
+Stack keywords written for colour stacks: ``CTYPE3 = 'RGB'`` (the cube is ``NAXIS3 = 3``,
+planes R, G, B, as Siril and PixInsight write it), ``ASWB`` (``'none'`` or ``'camera'``)
+with ``ASWBR``/``ASWBG``/``ASWBB``, ``ASNEUTRL`` (neutralised or not), ``ASBKGR``/``G``/``B``
+(background levels before), ``ASNEUOR``/``G``/``B`` (offsets added) and ``ASNEUTSP``.
 """
 
 from __future__ import annotations
@@ -32,18 +43,21 @@ from typing import Any
 
 import numpy as np
 
-from ..calibrate import apply_white_balance, background_levels
+from ..calibrate import Master, apply_white_balance, background_levels
 from ..io import FrameMeta
 from ..register import estimate_noise
 
 __all__ = [
     "BlackLevelCheck",
     "ColourFinish",
+    "black_level_frame",
+    "black_level_master",
     "camera_multipliers",
     "check_black_levels",
     "check_plan_black_levels",
     "finish_colour",
     "finish_group_colour",
+    "flat_black_level",
     "raw_black_levels",
 ]
 
@@ -115,6 +129,98 @@ def raw_black_levels(meta: FrameMeta) -> np.ndarray | None:
     if np.any(idx < 0) or np.any(idx >= values.size):
         return None
     return values[idx]
+
+
+def black_level_frame(
+    meta: FrameMeta, shape: tuple[int, ...], default: float | None = None
+) -> np.ndarray | None:
+    """The stated black level as an offset frame: per CFA cell for RAW, else constant.
+
+    Camera RAW files may state a different black level for each CFA channel (LibRaw's
+    ``black_level_per_channel``); subtracting their mean would leave a colour cast of a few
+    ADU in the background and in the flat field.
+
+    Parameters
+    ----------
+    meta : FrameMeta
+        Metadata of the frame (RAW levels in ``meta.header``, else ``meta.black_level``).
+    shape : tuple of int
+        Shape of the frame's data.
+    default : float, optional
+        Constant used when the file states no level (e.g. the session plan's offset).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float32 offset of *shape*, or None when no level is known.
+    """
+    cells = raw_black_levels(meta)
+    if cells is not None and len(shape) == 2:
+        out = np.empty(shape, dtype=np.float32)
+        for dy in range(2):
+            for dx in range(2):
+                out[dy::2, dx::2] = cells[dy, dx]
+        return out
+    level = meta.black_level if meta.black_level is not None else default
+    if level is None:
+        return None
+    return np.full(shape, float(level), dtype=np.float32)
+
+
+def black_level_master(meta: FrameMeta) -> Master | None:
+    """The stated black level of a calibration frame as a master offset, or None.
+
+    Used for flats when there is neither a master bias nor a master dark-flat: the flats of
+    a RAW session still have their black level subtracted (per CFA channel), so that the
+    master flat corrects vignetting fully.
+    """
+    shape = tuple(meta.shape[-2:]) if meta.shape else ()
+    if len(shape) != 2:
+        return None
+    data = black_level_frame(meta, shape)
+    if data is None or not np.any(data):
+        return None
+    levels = raw_black_levels(meta)
+    desc = levels.ravel().tolist() if levels is not None else [float(meta.black_level)]
+    return Master(
+        data=data,
+        kind="bias",
+        n_frames=0,
+        bayer=meta.bayer,
+        digest="black-level:" + ",".join(f"{v:g}" for v in desc),
+        header={"ASCONST": float(np.mean(desc))},
+    )
+
+
+def flat_black_level(meta: FrameMeta, master_dark: Master | None = None) -> Master | None:
+    """Offset to subtract from flats that have no master bias and no master dark-flat.
+
+    Parameters
+    ----------
+    meta : FrameMeta
+        Metadata of one flat of the group.
+    master_dark : Master, optional
+        The master dark the flats would otherwise use.  A dark that still includes the
+        offset and has the flats' exposure (within 5 %) is better than the stated black
+        level (it also removes amp glow), so None is returned then.
+
+    Returns
+    -------
+    Master or None
+        :func:`black_level_master` of *meta*, or None.
+    """
+    if master_dark is not None and master_dark.includes_bias:
+        exp, dexp = meta.exposure, master_dark.exposure
+        if exp and dexp and abs(exp / dexp - 1.0) < 0.05:
+            return None
+    master = black_level_master(meta)
+    if master is not None:
+        logger.info(
+            "flats %s: no bias or dark-flat; subtracting the stated black level %s",
+            meta.path,
+            master.digest.split(":", 1)[1],
+        )
+    return master
 
 
 def _channel_of_cell(bayer: str) -> np.ndarray:
@@ -224,6 +330,21 @@ class ColourFinish:
     offsets: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     noise: float = float("nan")
     cards: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, str]:
+        """Lines for the run report (empty for mono)."""
+        if not self.cards:
+            return {}
+        wb = "none"
+        if self.multipliers is not None:
+            wb = "camera (R {:.3f}, G {:.3f}, B {:.3f})".format(*self.multipliers)
+        out = {"white balance": wb}
+        if self.cards.get("ASNEUTRL"):
+            offs = ", ".join(f"{c} {o:+.4g}" for c, o in zip(_LETTERS, self.offsets, strict=True))
+            out["background neutralised"] = f"offsets {offs}"
+        else:
+            out["background neutralised"] = "no"
+        return out
 
     @property
     def spread(self) -> float:

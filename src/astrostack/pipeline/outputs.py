@@ -229,4 +229,5 @@ def write_group_outputs(
         "noise vs reference frame": (stack_noise / ref_noise) if ref_noise else None,
         "shape": "x".join(str(n) for n in image.shape),
     }
+    g.stack_info.update(finished.summary())
     logger.info("group %s: stacked %d frames into %s", g.name, len(res.frames), fits_path)

@@ -35,6 +35,7 @@ from ..calibrate import (
 from ..io import CalibrationPlan, FrameGroup, FrameMeta, read_frame
 from ..register import Reference, measure_quality, register_frame, warp_to_file
 from .cache import StageCache, file_fingerprint, hash_key, load_npy, save_npy
+from .colour import black_level_frame, flat_black_level
 from .config import PipelineConfig
 
 __all__ = [
@@ -171,6 +172,8 @@ def get_masters(
             for u in upstream:
                 if u in ms.paths:
                     kwargs[_ARG[u]] = ms.get(u)
+            if kind == "flat" and not {"bias", "darkflat"} & set(ms.paths):
+                kwargs["master_bias"] = flat_black_level(group.frames[0], kwargs.get("master_dark"))
             logger.info("building master %s from %d frames (%s)", kind, group.count, group.id)
             try:
                 master = _BUILDERS[kind](group.paths, **kwargs)
@@ -231,7 +234,7 @@ def calibrate_frame(
     frame = read_frame(light.path)
     bias: Master | np.ndarray | None = masters.get("bias")
     if bias is None and light.plan.light_offset == "black_level" and light.plan.constant_offset:
-        bias = np.full(frame.data.shape, light.plan.constant_offset, dtype=np.float32)
+        bias = black_level_frame(frame.meta, frame.data.shape, light.plan.constant_offset)
     dark = masters.get("dark")
     flat = masters.get("flat")
     cfa = frame.meta.bayer is not None and frame.data.ndim == 2

@@ -1,6 +1,6 @@
 """The two sorting paths of the combine kernel: comparator network and per-pixel sort.
 
-Stacks of up to 64 frames are sorted by a comparator network over blocks of pixels,
+Stacks of up to 1024 frames are sorted by a comparator network over blocks of pixels,
 larger ones pixel by pixel.  Both must give the same results (counts exact) on stacks
 with ties, NaN, +-inf, all-empty pixels, weights, and blocks that straddle planes.
 """
@@ -123,7 +123,7 @@ def test_large_n_uses_per_pixel_path_and_matches_numpy():
     net, block = kernels._sorting_plan(n)
     assert len(net) == 0 and 8 <= block <= 256
     small_net, _ = kernels._sorting_plan(kernels._NETWORK_MAX_FRAMES)
-    assert len(small_net) == 543
+    assert len(small_net) == len(sorting_network(kernels._NETWORK_MAX_FRAMES)) > 0
     stack = _stack(n, (9, 13), seed=7)
     data = np.where(np.isfinite(stack), stack, np.nan).astype(np.float64)
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
@@ -133,7 +133,7 @@ def test_large_n_uses_per_pixel_path_and_matches_numpy():
         np.testing.assert_allclose(
             combine(stack, "mean").image, np.nanmean(data, axis=0), rtol=1e-6, equal_nan=True
         )
-    for m in (n - 1, n):  # network (64) and per-pixel (65) on the same kind of data
+    for m in (n - 1, n):  # network (N max) and per-pixel (N max + 1) on the same data
         sub = stack[:m]
         res = combine(sub, "minmax", n_low=2, n_high=3)
         srt = np.sort(np.where(np.isfinite(sub), sub, np.inf), axis=0).astype(np.float64)

@@ -217,7 +217,8 @@ def _flip_session(src: Path, dst: Path) -> None:
             fits.PrimaryHDU(np.ascontiguousarray(data[::-1]), header=header).writeto(out)
 
 
-def _write_dng(path: Path, mosaic: np.ndarray, cfa, dims, exposure: float, black: int) -> None:
+def _write_dng(path: Path, mosaic: np.ndarray, cfa, dims, exposure: float, black) -> None:
+    """Write a DNG; *black* is one level or one per cell of the 2x2 tile (row by row)."""
     from pidng.core import RAW2DNG
     from pidng.defs import CalibrationIlluminant, DNGVersion, PhotometricInterpretation
     from pidng.dng import DNGTags, Tag
@@ -235,7 +236,8 @@ def _write_dng(path: Path, mosaic: np.ndarray, cfa, dims, exposure: float, black
         (Tag.BitsPerSample, 16),
         (Tag.CFARepeatPatternDim, list(dims)),
         (Tag.CFAPattern, list(cfa)),
-        (Tag.BlackLevel, black),
+        *([(Tag.BlackLevelRepeatDim, [2, 2])] if np.ndim(black) else []),
+        (Tag.BlackLevel, [int(b) for b in black] if np.ndim(black) else int(black)),
         (Tag.WhiteLevel, 65535),
         (
             Tag.ColorMatrix1,
@@ -484,6 +486,50 @@ def test_black_level_check_against_master_bias(tmp_path, caplog):
     assert not bad.ok
     assert [d == pytest.approx(12.0, abs=1.5) for d in bad.difference] == [True] * 3
     assert "disagrees with the master bias" in caplog.text and "bias_0001.dng" in caplog.text
+
+
+def test_raw_per_channel_black_levels_for_lights_and_flats(tmp_path):
+    """No bias, no darks: lights and flats lose their per-CFA-channel RAW black levels."""
+    pytest.importorskip("pidng")
+    cfg = SessionConfig.small(bayer="RGGB", seed=41, n_lights=3, exposure=600.0, sky_level=1.0)
+    simulate_session(tmp_path / "fits", cfg)
+    truth = load_truth(tmp_path / "fits")
+    cells = np.array([[0, 4], [-4, -10]])  # added to the simulated 600 ADU pedestal
+    night = tmp_path / "night"
+    for folder in ("flats", "lights"):
+        for path in sorted((tmp_path / "fits" / folder).glob("*.fits")):
+            data = fits.getdata(path).astype(np.int64)
+            data += np.tile(cells, (data.shape[0] // 2, data.shape[1] // 2))
+            dng = night / folder / f"{path.stem}.dng"
+            dng.parent.mkdir(parents=True, exist_ok=True)
+            exposure = float(fits.getheader(path)["EXPTIME"])
+            mosaic = np.clip(data, 0, 65535).astype(np.uint16)
+            _write_dng(dng, mosaic, [0, 1, 1, 2], (2, 2), exposure, black=600 + cells.ravel())
+    res = run(night, tmp_path / "out")
+    assert res.exit_code == 0, (res.skipped, res.warnings)
+    (g,) = res.groups
+    assert g.frames[0].plan.light_offset == "black_level"
+    # Lights: the two green sub-lattices (same QE, same sky) agree once each has its own
+    # black level removed; with the mean level (597.5) they would differ by 8 ADU.
+    diffs = []
+    for f in g.used:
+        cal = np.load(f.cal_path)
+        diffs.append(float(np.nanmedian(cal[0::2, 1::2] - cal[1::2, 0::2])))
+    print(f"\nG1 - G2 of calibrated lights: {np.round(diffs, 2)} ADU")
+    assert max(abs(d) for d in diffs) < 1.5, diffs
+    # Flats: with the offset removed the master flat has the true vignetting contrast
+    # (slope 1 against the true flat); keeping the 600 ADU offset would flatten it by ~2 %.
+    (flat_path,) = [p for p in (tmp_path / "out" / "cache" / "masters").glob("*.fits")
+                    if "flat" in str(fits.getheader(p).get("IMAGETYP", "")).lower()]  # fmt: skip
+    master = fits.getdata(flat_path).astype(np.float64)
+    slopes = []
+    for dy in range(2):
+        for dx in range(2):
+            t = truth.flat[dy::2, dx::2].astype(np.float64)
+            m = master[dy::2, dx::2]
+            slopes.append(float(np.polyfit((t / np.median(t)).ravel(), m.ravel(), 1)[0]))
+    print(f"master flat vs true flat, slope per CFA cell: {np.round(slopes, 4)}")
+    assert all(abs(a - 1.0) < 0.006 for a in slopes), slopes
 
 
 # ---------------------------------------------------------------------------------------
