@@ -450,10 +450,10 @@ class WinsorizedSigmaClipCombine(Combiner):
     lie beyond the clip points anyway), so sigma does not shrink pass after pass on
     clean data.  On the first pass, values beyond ``cutoff`` times
     ``min(Huber sigma, MAD sigma)`` from the median are then replaced by ``m`` rather
-    than the bound (PixInsight's winsorization cutoff) and the estimate is refined, so
-    gross outliers do not inflate sigma; the cutoff bounds stay fixed during the
-    refinement (bounds following the shrinking sigma collapse it on clean data whose
-    MAD is low by chance).  Then values below ``m - sigma_low*sigma`` or above
+    than the bound (PixInsight's winsorization cutoff) and the estimate is refined (kept
+    if its sigma is > 0), so gross outliers do not inflate sigma; the bounds stay fixed
+    during the refinement (bounds following the shrinking sigma collapse it on clean
+    data whose MAD is low by chance).  Then values below ``m - sigma_low*sigma`` or above
     ``m + sigma_high*sigma`` are rejected.  Passes repeat until nothing changes or
     ``maxiters``.  At least ``min_kept`` values are kept: when a pass would go below
     that, only the most deviant are rejected and clipping stops.
