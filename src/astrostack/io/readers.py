@@ -144,6 +144,9 @@ def detect_format(path: str | Path) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+_VALID_BITPIX = (8, 16, 32, 64, -32, -64)
+
+
 def _open_fits(path: Path):
     from astropy.io import fits
 
@@ -206,20 +209,33 @@ def _fits_shape(path: Path, hdu) -> tuple[int, ...]:
 
 
 def _read_fits(path: Path, with_data: bool) -> Frame | FrameMeta:
+    from astropy.io.fits.verify import VerifyError
+
     hdul = _open_fits(path)
     try:
         try:
             index, hdu = _image_hdu(path, hdul)
+            bitpix = hdu.header.get("ZBITPIX", hdu.header.get("BITPIX"))
+            if bitpix not in _VALID_BITPIX:
+                raise FrameReadError(
+                    path,
+                    f"invalid FITS header: BITPIX = {bitpix} (must be one of 8, 16, 32, 64, -32, "
+                    "-64); re-save the file",
+                )
             _check_fits_size(path, hdu)
             shape = _fits_shape(path, hdu)
+            meta = meta_from_fits_header(hdu.header, path=path, shape=shape)
         except FrameReadError:
             raise
+        except VerifyError as exc:
+            raise FrameReadError(
+                path, f"cannot parse a FITS header card ({exc}); fix or re-save the header"
+            ) from exc
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             # e.g. NAXIS = 3 without NAXIS3: astropy fails with a bare KeyError
             raise FrameReadError(
                 path, f"malformed FITS header ({type(exc).__name__}: {exc}); re-save the file"
             ) from exc
-        meta = meta_from_fits_header(hdu.header, path=path, shape=shape)
         if index:
             meta.header["_HDU"] = index
         if not with_data:
@@ -250,9 +266,9 @@ def _read_fits(path: Path, with_data: bool) -> Frame | FrameMeta:
 # ---------------------------------------------------------------------------------------
 
 
-def _tiff_layout(path: Path, series) -> tuple[tuple[int, ...], str]:
-    shape = tuple(int(s) for s in series.shape)
-    axes = series.axes
+def _tiff_layout(path: Path, page) -> tuple[tuple[int, ...], str]:
+    shape = tuple(int(s) for s in page.shape)
+    axes = page.axes
     if len(shape) == 2:
         return shape, "yx"
     if len(shape) == 3 and axes.endswith("S") and shape[2] in (3, 4):
@@ -264,17 +280,36 @@ def _tiff_layout(path: Path, series) -> tuple[tuple[int, ...], str]:
     )
 
 
-def _check_tiff_size(path: Path, series) -> None:
-    """Refuse a TIFF whose strips or tiles reach past the end of the file."""
+# Deflate cannot expand data more than ~1032:1: a TIFF that announces more pixels than
+# that for its size is corrupt (and would otherwise allocate gigabytes).
+_TIFF_MAX_EXPANSION = 1100
+
+
+def _check_tiff_size(path: Path, page) -> None:
+    """Refuse a TIFF whose strips or tiles lie past the end of the file or cannot hold it."""
     size = path.stat().st_size
-    for page in series.pages:
-        if page is None:
-            continue
-        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
-        if ends and max(ends) > size:
-            raise FrameReadError(
-                path, f"truncated TIFF ({size} of {max(ends)} bytes); re-copy the file"
-            )
+    counts = [int(n) for n in page.databytecounts]
+    ends = [int(o) + n for o, n in zip(page.dataoffsets, counts, strict=False) if n]
+    if ends and max(ends) > size:
+        raise FrameReadError(
+            path, f"truncated TIFF ({size} of {max(ends)} bytes); re-copy the file"
+        )
+    if not page.shape or min(page.shape) < 1:
+        raise FrameReadError(path, f"corrupt TIFF: empty image of shape {page.shape}")
+    nbytes = int(np.prod(page.shape, dtype=np.int64)) * np.dtype(page.dtype).itemsize
+    stored = sum(counts)
+    if int(page.compression) == 1 and stored < nbytes:
+        raise FrameReadError(
+            path,
+            f"corrupt TIFF: the image needs {nbytes} bytes but its strips hold {stored}; "
+            "re-export the file",
+        )
+    if nbytes > _TIFF_MAX_EXPANSION * max(size, 1):
+        raise FrameReadError(
+            path,
+            f"corrupt TIFF: {page.shape} pixels announced in a {size}-byte file; "
+            "re-export the file",
+        )
 
 
 def _read_tiff(path: Path, with_data: bool) -> Frame | FrameMeta:
@@ -282,17 +317,18 @@ def _read_tiff(path: Path, with_data: bool) -> Frame | FrameMeta:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            shape, layout = _tiff_layout(path, series)
-            if np.dtype(series.dtype).kind == "c":
+            # Only the first page: a frame is one image, and a corrupt file's chain of
+            # pages can be endless.
+            page = tif.pages.first
+            shape, layout = _tiff_layout(path, page)
+            if np.dtype(page.dtype).kind == "c":
                 raise FrameReadError(
                     path,
-                    f"complex-valued TIFF ({series.dtype}) is not an image; export real pixels",
+                    f"complex-valued TIFF ({page.dtype}) is not an image; export real pixels",
                 )
-            page = tif.pages[0]
-            _check_tiff_size(path, series)
+            _check_tiff_size(path, page)
             header = {
-                "TIFF_DTYPE": str(series.dtype),
+                "TIFF_DTYPE": str(page.dtype),
                 "TIFF_BITS": int(getattr(page, "bitspersample", 0) or 0),
                 "TIFF_PHOTOMETRIC": str(getattr(page, "photometric", "")),
             }
@@ -302,7 +338,7 @@ def _read_tiff(path: Path, with_data: bool) -> Frame | FrameMeta:
             meta = FrameMeta(path=path, kind=kind_from_path(path), shape=shape, header=header)
             if not with_data:
                 return meta
-            data = series.asarray()
+            data = page.asarray()
     except FrameReadError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files

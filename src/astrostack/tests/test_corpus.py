@@ -26,23 +26,15 @@ from astrostack.io import FrameReadError, discover, read_frame, read_meta
 from astrostack.tests.corpus import BadInput, make_corpus, make_folder_cases
 
 # Known bugs in other engineers' modules (reported to the lead), by case name.  (NAXIS
-# mismatch, complex/truncated TIFF, cut DNG and non-ASCII HISTORY were fixed in a9f3fec.)
+# mismatch, complex/truncated TIFF, cut DNG, non-ASCII HISTORY, BITPIX and unparsable
+# cards were fixed in io.)
 _MONO_RGB = (
     "pipeline/run.py: _group_key uses shape[-2:], so mono and RGB frames of one size share a "
     "group and the mono ones are 'not stacked'"
 )
-_BITPIX = (
-    "io/readers.py: BITPIX = 33 is reported as 'truncated FITS' (size computed from it); with "
-    "enough bytes hdu.data raises KeyError"
-)
-META_BUGS = {
-    "fits-bad-bitpix": _BITPIX,
-    "fits-unparsable-card": "io/metadata.py: astropy VerifyError from an unparsable card "
-    "escapes read_meta/read_frame instead of FrameReadError (discover words it well enough)",
-}
-DISCOVER_BUGS = {"fits-bad-bitpix": _BITPIX}
+META_BUGS: dict[str, str] = {}
+DISCOVER_BUGS: dict[str, str] = {}
 RUN_BUGS = {
-    "fits-bad-bitpix": _BITPIX,
     "symlink-dangling": "pipeline/run.py: _rel_name resolves links, so the skipped entry "
     "names the link's target, not the file in the folder",
     "tiff-tiled": _MONO_RGB,
@@ -395,7 +387,7 @@ for reader in (read_meta, read_frame):
 """
 
 
-@pytest.mark.fuzz
+# Regression tests for what the fuzzer found (bench/fuzz_readers.py): they run always.
 @pytest.mark.parametrize("name", sorted(_HANGING_TIFFS))
 def test_fuzz_found_tiffs_answer_quickly(tmp_path, name):
     """The readers must refuse these 1 kB files (FrameReadError) within 20 s.
