@@ -3,8 +3,11 @@
 Exit codes (all three commands):
 
 - 0: success;
-- 1: nothing usable (no lights, nothing calibrated or registered);
-- 2: bad usage (unknown option, invalid configuration value, missing folder);
+- 1: nothing usable (no lights, nothing calibrated or registered), or the run stopped
+  because the disk is full (completed stages are kept: re-run after freeing space), or
+  another error reading or writing files;
+- 2: bad usage (unknown option, invalid configuration value, missing folder, an output
+  folder that cannot be created or written);
 - 3: done, with warnings (images skipped because of errors, a master not built, a group
   failed).
 
@@ -174,7 +177,7 @@ def _execute(
     as_json: bool,
     after=None,
 ) -> None:
-    from astrostack.pipeline import PipelineError
+    from astrostack.pipeline import OutputFolderError, PipelineError
     from astrostack.pipeline import run as run_pipeline
 
     err = Console(stderr=True)
@@ -187,10 +190,17 @@ def _execute(
                                       **overrides)  # fmt: skip
         else:
             result = run_pipeline(folder, output, config_file, force=force, **overrides)
-    except PipelineError as exc:
+    except OutputFolderError as exc:
+        _fail(EXIT_USAGE, str(exc))
+    except PipelineError as exc:  # includes DiskFullError
         _fail(EXIT_NOTHING, str(exc))
     except (ValueError, FileNotFoundError) as exc:
         _fail(EXIT_USAGE, str(exc))
+    except OSError as exc:  # anything else the file system refused: one line, no traceback
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc) else ""
+        _fail(
+            EXIT_NOTHING, f"{exc}{where}; check the folder and re-run (completed stages are kept)"
+        )
     extra = {"wall_time_s": round(time.perf_counter() - t0, 2)}
     if after is not None:
         extra.update(after(result))

@@ -8,6 +8,7 @@ that names the file and says what to do.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -91,6 +92,24 @@ def detect_format(path: str | Path) -> str:
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            try:
+                os.stat(path)
+                looped = False
+            except OSError as exc:
+                looped = exc.errno == errno.ELOOP
+            if looped:
+                reason = f"symbolic link loop (points to {target}); replace the link by the file"
+            else:
+                reason = (
+                    f"broken symbolic link (points to {target}, which does not exist); "
+                    "fix or delete the link"
+                )
+            raise FrameReadError(path, reason)
         raise FrameReadError(path, "file not found; check the path")
     if path.is_dir():
         raise FrameReadError(path, "is a folder, not a frame; use `discover` for folders")

@@ -9,7 +9,12 @@ resumes from what was completely written.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import logging
+import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,13 +43,42 @@ from .stages import (
     warp_frame,
 )
 
-__all__ = ["GroupResult", "PipelineError", "RunResult", "run"]
+__all__ = [
+    "DiskFullError",
+    "GroupResult",
+    "OutputFolderError",
+    "PipelineError",
+    "RunResult",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
 
 class PipelineError(RuntimeError):
     """Nothing usable came out of the run (no lights, nothing registered); one-line reason."""
+
+
+class DiskFullError(PipelineError):
+    """The disk (or a quota / file-size limit) filled up while writing; the run stopped at once.
+
+    Everything completely written before stays valid: a re-run after freeing space
+    resumes from the stage cache.
+    """
+
+
+class OutputFolderError(PipelineError):
+    """The output folder cannot be created or written (permissions, read-only file system)."""
+
+
+#: errno values meaning "no room to write" (disk full, file-size limit, quota)
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+#: errno values meaning "not allowed to write here"
+_NO_WRITE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+#: numpy's message for a short write (no errno): ``'12288 requested and 4064 written'``
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+#: temporary files made by :func:`astrostack.io.atomic_path`: ``.tmp-<name>.<random>``
+_TMP_NAME = re.compile(r"^\.tmp-(.+)\.[^.]+$")
 
 
 @dataclass
@@ -148,22 +182,138 @@ def _group_key(meta, display: bool = False) -> tuple:
     filt = (meta.filter or "").strip()
     if not display:
         target, filt = target.lower(), filt.lower()
-    return (target, filt, unit, tuple(meta.shape[-2:]), tuple(meta.binning), meta.bayer)
+    # the full shape: a mono [y, x] and an RGB [3, y, x] frame of one size never share a stack
+    return (target, filt, unit, tuple(meta.shape), tuple(meta.binning), meta.bayer)
 
 
-def _rel_name(path: Path, folder: Path) -> str:
+def _resolved(folder: Path) -> Path:
+    """*folder* with its links resolved; its absolute path if that fails (never raises)."""
     try:
-        return path.resolve().relative_to(folder.resolve()).as_posix()
-    except ValueError:
-        return path.name
+        return Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(folder))
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def _own_path(path: str | Path) -> Path:
+    """Absolute path with the folders' links resolved but not the file's own link.
+
+    A symbolic link keeps its own name (a broken link or a link loop is reported
+    under the name it has in the folder), and resolving never raises.
+    """
+    path = Path(os.path.abspath(path))
+    return _resolved(path.parent) / path.name
+
+
+def _rel_name(path: str | Path, folder: Path) -> str:
+    """Name of *path* relative to the input *folder* (its own name for a link)."""
     try:
-        path.resolve().relative_to(folder.resolve())
+        return _own_path(path).relative_to(_resolved(folder)).as_posix()
     except ValueError:
-        return False
-    return True
+        return Path(path).name
+
+
+def _inside(path: str | Path, folder: Path) -> bool:
+    """Whether *path* (or the file its link points to) is inside *folder*."""
+    base = _resolved(folder)
+    candidates = [_own_path(path)]
+    with contextlib.suppress(OSError, RuntimeError):  # a link loop cannot be resolved
+        candidates.append(Path(path).resolve())
+    return any(c.is_relative_to(base) for c in candidates)
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in seen):
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _final_name(name: str | Path) -> Path:
+    """The file an ``atomic_path`` temporary stands for (the path itself otherwise)."""
+    p = Path(name)
+    m = _TMP_NAME.match(p.name)
+    return p.parent / m.group(1) if m else p
+
+
+def _file_being_written(exc: BaseException) -> str | None:
+    """The innermost file open for writing in the frames *exc* went through, if any."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if not isinstance(value, io.IOBase):
+                continue
+            name, mode = getattr(value, "name", None), getattr(value, "mode", "")
+            if isinstance(name, str) and isinstance(mode, str) and set(mode) & set("wax+"):
+                found = name
+        tb = tb.tb_next
+    return found
+
+
+def _write_failure(exc: BaseException, output: Path) -> PipelineError | None:
+    """The run-stopping error *exc* stands for, or None if it is a per-frame problem.
+
+    A full disk (ENOSPC, EFBIG, EDQUOT, or numpy's errno-less short write) anywhere,
+    and a refused write (EACCES, EPERM, EROFS) inside the output folder, stop the run:
+    every later write would fail the same way.
+    """
+    out = Path(os.path.abspath(output))
+    chain = _exception_chain(exc)
+    for e in chain:
+        if not isinstance(e, OSError):
+            continue
+        short = _SHORT_WRITE.search(str(e)) if e.errno is None else None
+        if e.errno in _DISK_FULL or short:
+            where = e.filename
+            for inner in reversed(chain):  # the innermost frames know the file
+                where = where or _file_being_written(inner)
+            what = e.strerror or (
+                f"No space left on device or file size limit reached: {short.group(2)} of "
+                f"{short.group(1)} bytes written"
+            )
+            msg = (
+                f"disk full while writing {_final_name(where or out)} ({what}): free space and "
+                "re-run (completed stages are kept)"
+            )
+            return DiskFullError(msg)
+        if e.errno in _NO_WRITE and e.filename:
+            target = Path(os.path.abspath(e.filename))
+            if target == out or target.is_relative_to(out):
+                msg = (
+                    f"cannot write the output folder {output} ({e.strerror}: "
+                    f"{_final_name(target)}); give a writable output folder (-o/--output) "
+                    "or fix its permissions"
+                )
+                return OutputFolderError(msg)
+    return None
+
+
+def _raise_if_fatal(exc: BaseException, output: Path) -> None:
+    """Re-raise a full disk or an unwritable output folder as a run-stopping error."""
+    fatal = _write_failure(exc, output)
+    if fatal is not None:
+        raise fatal from exc
+
+
+def _remove_stale_temporaries(output: Path) -> int:
+    """Delete ``.tmp-<name>.*`` files a killed run left in *output* and ``output/maps``.
+
+    Only files matching the pattern of :func:`astrostack.io.atomic_path` are touched
+    (``cache/`` is cleaned by :class:`~astrostack.pipeline.cache.StageCache`).
+    """
+    removed = 0
+    for d in (output, output / "maps"):
+        if not d.is_dir() or d.is_symlink():
+            continue
+        for p in d.glob(".tmp-*.*"):
+            if _TMP_NAME.match(p.name) and p.is_file() and not p.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed += 1
+    if removed:
+        logger.info("removed %d partial files left in %s by an interrupted run", removed, output)
+    return removed
 
 
 def _mark_output(output: Path) -> None:
@@ -230,6 +380,11 @@ def run(
     ------
     PipelineError
         No light frames, or no frame could be calibrated, measured or registered.
+    DiskFullError
+        (a PipelineError) The disk filled up while writing; completed stages are kept
+        in the cache, so a re-run after freeing space resumes.
+    OutputFolderError
+        (a PipelineError) The output folder cannot be created or written.
     ValueError
         Invalid configuration.
     FileNotFoundError
@@ -241,8 +396,32 @@ def run(
         raise FileNotFoundError(msg)
     cfg = resolve_config(folder, config, overrides)
     output = Path(output) if output is not None else folder / "astrostack-output"
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _raise_if_fatal(exc, output)
+        msg = (
+            f"cannot create the output folder {output} ({exc.strerror or exc}); give a "
+            "writable output folder (-o/--output) or fix the permissions"
+        )
+        raise OutputFolderError(msg) from exc
+    try:
+        return _run(folder, output, cfg, force, progress)
+    except OSError as exc:
+        _raise_if_fatal(exc, output)
+        raise
+
+
+def _run(
+    folder: Path,
+    output: Path,
+    cfg: PipelineConfig,
+    force: bool,
+    progress: ProgressCallback | None,
+) -> RunResult:
+    """The body of :func:`run` (*output* exists); OSErrors are classified by the caller."""
     _mark_output(output)
+    _remove_stale_temporaries(output)
     cache = StageCache(output / "cache", force=force)
     result = RunResult(output=output, config=cfg)
     log = result.stages
@@ -291,6 +470,7 @@ def run(
                     plan, cache, cfg, built, counts, problems, left_out
                 )
             except (ValueError, OSError, FrameReadError) as exc:
+                _raise_if_fatal(exc, output)
                 problems.append(f"masters for {plan.light.id}: {exc}; its lights are skipped")
             check_plan_black_levels(plan, master_sets.get(id(plan)))
             for msg in problems:
@@ -312,6 +492,7 @@ def run(
             try:
                 st.advance(computed=not calibrate_frame(f, ms, cache, cfg), message=f.name)
             except Exception as exc:  # one bad frame never stops the run
+                _raise_if_fatal(exc, output)  # ... but a full disk does
                 f.reason = f"calibration failed: {exc}"
                 result.skipped[f.name] = f.reason
                 logger.warning("%s: %s", f.name, f.reason)
@@ -326,6 +507,7 @@ def run(
             try:
                 st.advance(computed=not measure_frame(f, cache, cfg), message=f.name)
             except Exception as exc:
+                _raise_if_fatal(exc, output)
                 f.reason = f"quality measurement failed: {exc}"
                 result.skipped[f.name] = f.reason
                 logger.warning("%s: %s", f.name, f.reason)
@@ -346,7 +528,7 @@ def run(
         _choose_references(groups, cfg)
         references: dict[str, Any] = {}
         for g in groups:
-            _register_group(g, cfg, cache, st, result, references)
+            _register_group(g, cfg, cache, st, result, references, output)
 
     # ---- warp ----------------------------------------------------------------------------
     todo = sum(len(g.used) for g in groups)
@@ -360,6 +542,7 @@ def run(
                 try:
                     st.advance(computed=not warp_frame(f, shape, cache, cfg), message=f.name)
                 except Exception as exc:
+                    _raise_if_fatal(exc, output)
                     _drop(f, f"warp failed: {exc}", result)
                     st.advance(message=f.name)
     if not any(g.used for g in groups):
@@ -384,6 +567,7 @@ def run(
                                     master_sets=master_sets)  # fmt: skip
                 result.outputs.update({p.name: p for p in g.outputs.values()})
             except Exception as exc:
+                _raise_if_fatal(exc, output)
                 g.error = f"stacking failed: {exc}"
                 result.warnings.append(f"group {g.name}: {g.error}")
                 logger.exception("group %s: stacking failed", g.name)
@@ -472,7 +656,7 @@ def _choose_references(groups: list[GroupResult], cfg: PipelineConfig) -> None:
 
 
 def _register_group(g: GroupResult, cfg: PipelineConfig, cache: StageCache, st, result,
-                    references: dict) -> None:  # fmt: skip
+                    references: dict, output: Path) -> None:  # fmt: skip
     ref = g.reference
     if ref is None:
         return
@@ -489,6 +673,7 @@ def _register_group(g: GroupResult, cfg: PipelineConfig, cache: StageCache, st, 
             reused = register_to_reference(f, ref, reference, cache, cfg)
             st.advance(computed=not reused, message=f.name)
         except Exception as exc:
+            _raise_if_fatal(exc, output)
             _drop(f, f"registration failed: {exc}", result)
             st.advance(message=f.name)
             continue
@@ -507,13 +692,12 @@ def _finish(
         try:
             result.outputs["report.html"] = write_run_report(result, folder)
         except Exception as exc:  # the report must never lose the stack
+            _raise_if_fatal(exc, result.output)
             msg = f"report failed: {exc}"
             logger.exception(msg)
             result.warnings.append(msg)
         st.advance()
-        result.outputs["quality.csv"], result.outputs["quality.json"] = write_quality_table(
-            result
-        )
+        result.outputs["quality.csv"], result.outputs["quality.json"] = write_quality_table(result)
         result.outputs["session.json"] = write_session_json(result, folder)
         st.advance()
     # session.json again so it holds the report stage's own record too

@@ -33,7 +33,14 @@ from ..calibrate import (
     superpixel,
 )
 from ..io import CalibrationPlan, FrameGroup, FrameMeta, read_frame
-from ..register import Reference, measure_quality, register_frame, warp_to_file
+from ..register import (
+    Reference,
+    measure_quality_and_stars,
+    prepare_for_phase,
+    register_frame,
+    registration_stars,
+    warp_to_file,
+)
 from .cache import StageCache, file_fingerprint, hash_key, load_npy, save_npy
 from .colour import black_level_frame, flat_black_level
 from .config import PipelineConfig
@@ -82,6 +89,7 @@ class LightFrame:
     used: bool = False
     reason: str = ""
     weight: float | None = None
+    stars: Any = None  # StarTable of the quality pass (this run only), reused to register
 
     @property
     def date(self) -> datetime | None:
@@ -293,7 +301,8 @@ def measure_frame(light: LightFrame, cache: StageCache, cfg: PipelineConfig) -> 
     """Measure stars, FWHM, roundness, background and noise of a calibrated light.
 
     Measured on the registration image (half-resolution luminance for CFA); FWHM is
-    converted back to native pixels.  Sets ``light.quality``; returns True when reused.
+    converted back to native pixels.  Sets ``light.quality`` and, when computed,
+    ``light.stars`` (reused by the registration); returns True when reused.
     """
     key = hash_key("quality", light.cal_key, _quality_params(cfg))
     entry = cache.lookup("quality", key)
@@ -302,7 +311,7 @@ def measure_frame(light: LightFrame, cache: StageCache, cfg: PipelineConfig) -> 
         return True
     data = load_npy(light.cal_path)
     image, half = registration_image(data, light.meta.bayer)
-    q = measure_quality(
+    q, light.stars = measure_quality_and_stars(
         image,
         light.name,
         threshold=cfg.registration.detect_sigma,
@@ -325,9 +334,22 @@ def _registration_params(cfg: PipelineConfig) -> dict[str, Any]:
     return {"threshold": r.detect_sigma, "max_stars": r.max_stars, "model": r.model}
 
 
+def _registration_stars(light: LightFrame, cfg: PipelineConfig) -> Any:
+    """The light's quality stars cut for registration, or None (detect again)."""
+    if light.stars is None:
+        return None
+    return registration_stars(light.stars, max_stars=cfg.registration.max_stars)
+
+
 def make_reference(ref: LightFrame, cfg: PipelineConfig) -> Reference:
-    """Build the registration reference (stars + phase image) from a calibrated light."""
+    """Build the registration reference (stars + phase image) from a calibrated light.
+
+    The stars of the quality pass are reused when this run measured them.
+    """
     image, _ = registration_image(load_npy(ref.cal_path), ref.meta.bayer)
+    stars = _registration_stars(ref, cfg)
+    if stars is not None:
+        return Reference(stars=stars, phase_image=prepare_for_phase(image), name=ref.name)
     return Reference.from_image(
         image,
         name=ref.name,
@@ -362,9 +384,11 @@ def register_to_reference(
     else:
         ref_obj = reference() if callable(reference) else reference
         image, half = registration_image(load_npy(light.cal_path), light.meta.bayer)
+        stars = _registration_stars(light, cfg)
         res = register_frame(
-            image,
+            image if stars is None else stars,
             ref_obj,
+            frame_image=image,
             model=cfg.registration.model,
             max_stars=cfg.registration.max_stars,
             threshold=cfg.registration.detect_sigma,
@@ -375,6 +399,8 @@ def register_to_reference(
             rec["matrix_half"] = rec["matrix"]
             rec["matrix"] = half_to_full_transform(np.asarray(res.matrix)).tolist()
     light.registration = rec
+    if light.cal_key != ref.cal_key:
+        light.stars = None  # no longer needed (the reference keeps its own until built)
     cache.store_meta("registration", key, rec)
     return False
 

@@ -254,6 +254,7 @@ def detect_stars(
     background_box: int = 64,
     max_size_ratio: float = 3.0,
     bin2: bool | None = None,
+    sky: tuple[np.ndarray, float, float] | None = None,
 ) -> StarTable:
     """Detect stars on a calibrated 2-D image.
 
@@ -288,6 +289,10 @@ def detect_stars(
         Detect on the 2x2 mean of the image (4x less work for the background mesh
         and extraction), then measure centroids, HFD and peaks on the full image.
         ``None`` (default) does so for images above 16 megapixels.
+    sky : tuple, optional
+        ``(map, level, rms)`` of this image from :func:`background` with
+        ``box=background_box``, when the caller has it already (not recomputed);
+        ignored when detecting on the binned image.
 
     Returns
     -------
@@ -312,7 +317,10 @@ def detect_stars(
         box = max(8, background_box // 2)
     else:
         det, dmask, box = data, mask, background_box
-    bkg_d, level, rms_d = background(det, box=box)
+    if sky is not None and not bin2 and np.shape(sky[0]) == det.shape:
+        bkg_d, level, rms_d = np.asarray(sky[0], dtype=np.float32), float(sky[1]), float(sky[2])
+    else:
+        bkg_d, level, rms_d = background(det, box=box)
     if not np.isfinite(rms_d) or rms_d <= 0:
         return StarTable.empty((ny, nx))
     sub_d = det - bkg_d

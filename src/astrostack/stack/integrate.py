@@ -272,6 +272,10 @@ def stack_frames(
     norm = compute_normalization(stats, ref_pos, normalization, _flux_scales(info))
     noise = np.stack([st.noise for st in stats])
     weights = compute_weights(weighting, noise, norm.scales, info, ref_pos, names)
+    if normalization == "local":  # map onto the background the weighted stack averages
+        norm = compute_normalization(
+            stats, ref_pos, normalization, _flux_scales(info), weights=weights
+        )
     logger.info(
         "stacking %d frames (%d skipped), normalization=%s weighting=%s",
         len(kept),

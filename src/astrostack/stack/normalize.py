@@ -115,14 +115,14 @@ def _clipped_stats(buf, n, kappa, iters):  # pragma: no cover - compiled
     return med, sig, mean / max(m, 1)
 
 
-@njit(cache=True, fastmath=False)
-def _basis(u, w, out):  # pragma: no cover - compiled
-    out[0] = 1.0
-    out[1] = u
-    out[2] = w
-    out[3] = u * u
-    out[4] = u * w
-    out[5] = w * w
+# exponents (a, b) of the quadratic basis 1, u, w, u^2, uw, w^2, and the position of
+# the moment sum(u^a w^b) in the accumulator of _tile_row_stats
+_EXP_U = np.array([0, 1, 0, 2, 1, 0], dtype=np.int64)
+_EXP_W = np.array([0, 0, 1, 0, 1, 2], dtype=np.int64)
+_MOM_INDEX = np.array(
+    [[0, 2, 5, 9, 14], [1, 4, 8, 13, -1], [3, 7, 12, -1, -1], [6, 11, -1, -1, -1],
+     [10, -1, -1, -1, -1]], dtype=np.int64,
+)  # fmt: skip
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -148,33 +148,62 @@ def _tile_row_stats(band, smooth, mask, use_fit, tile, step, med, sig, flux, cou
         xc = 0.5 * (x0 + x1 - 1)
         yc = 0.5 * (rows - 1)
         scale = 1.0 / tile
-        gram = np.zeros((6, 6))
+        mom = np.zeros(15)  # sums of u^a w^b (a + b <= 4) over the fit pixels
         rhs = np.zeros(6)
         all_b = np.zeros(6)
-        b = np.empty(6)
         n = 0
         total = 0.0
         nfin = 0
         n_fit = 0
         for y in range(rows):
+            w = (y - yc) * scale
+            w2 = w * w
+            sampled_row = y % step == 0
             for x in range(x0, x1):
                 v = band[y, x]
                 if np.isfinite(v):
                     sv = smooth[y, x]
                     total += sv
                     nfin += 1
-                    _basis((x - xc) * scale, (y - yc) * scale, b)
-                    for p in range(6):
-                        all_b[p] += b[p]
-                    if y % step == 0 and (x - x0) % step == 0:
+                    u = (x - xc) * scale
+                    u2 = u * u
+                    all_b[1] += u
+                    all_b[2] += w
+                    all_b[3] += u2
+                    all_b[4] += u * w
+                    all_b[5] += w2
+                    if sampled_row and (x - x0) % step == 0:
                         buf[n] = v
                         n += 1
                         if mask[y, x] == 0:
                             n_fit += 1
-                            for p in range(6):
-                                rhs[p] += b[p] * sv
-                                for q in range(6):
-                                    gram[p, q] += b[p] * b[q]
+                            uw = u * w
+                            rhs[0] += sv
+                            rhs[1] += sv * u
+                            rhs[2] += sv * w
+                            rhs[3] += sv * u2
+                            rhs[4] += sv * uw
+                            rhs[5] += sv * w2
+                            mom[1] += u
+                            mom[2] += w
+                            mom[3] += u2
+                            mom[4] += uw
+                            mom[5] += w2
+                            mom[6] += u2 * u
+                            mom[7] += u2 * w
+                            mom[8] += u * w2
+                            mom[9] += w2 * w
+                            mom[10] += u2 * u2
+                            mom[11] += u2 * uw
+                            mom[12] += u2 * w2
+                            mom[13] += uw * w2
+                            mom[14] += w2 * w2
+        all_b[0] = nfin
+        mom[0] = n_fit
+        gram = np.empty((6, 6))
+        for p in range(6):
+            for q in range(6):
+                gram[p, q] = mom[_MOM_INDEX[_EXP_U[p] + _EXP_U[q], _EXP_W[p] + _EXP_W[q]]]
         count[i] = nfin
         if n < 16:
             med[i] = np.nan
@@ -392,6 +421,86 @@ def _background_grid(stats: FrameStats) -> np.ndarray:
     return out
 
 
+def _poly_design(ny: int, nx: int, degree: int) -> np.ndarray:
+    """Polynomial basis (total degree <= *degree*) over the tile grid, coordinates in [-1, 1]."""
+    v = np.linspace(-1.0, 1.0, ny) if ny > 1 else np.zeros(1)
+    u = np.linspace(-1.0, 1.0, nx) if nx > 1 else np.zeros(1)
+    vv, uu = np.meshgrid(v, u, indexing="ij")
+    cols = [uu**i * vv**j for i in range(degree + 1) for j in range(degree + 1 - i)]
+    return np.stack([c.ravel() for c in cols], axis=1)
+
+
+def _robust_polyfit(values: np.ndarray, ok: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """Least-squares surface through the *ok* tiles, 3-sigma clipped twice; NaN-free."""
+    keep = ok.ravel() & np.isfinite(values.ravel())
+    vals = np.nan_to_num(values.ravel())
+    if keep.sum() < 2 * design.shape[1]:
+        level = np.median(vals[keep]) if keep.any() else 0.0
+        return np.full(values.shape, level)
+    for _ in range(3):
+        coef = np.linalg.lstsq(design[keep], vals[keep], rcond=None)[0]
+        resid = vals - design @ coef
+        sig = _MAD * np.median(np.abs(resid[keep]))
+        new = keep & (np.abs(resid) <= 3 * sig + 1e-12)
+        if new.sum() < 2 * design.shape[1] or new.sum() == keep.sum():
+            break
+        keep = new
+    return (design @ coef).reshape(values.shape)
+
+
+def _common_background(
+    grids: list[np.ndarray],
+    stats: list[FrameStats],
+    scales: np.ndarray,
+    weights: np.ndarray,
+    reference: int,
+    degree: int = 2,
+    kappa: float = 3.0,
+) -> np.ndarray:
+    """The background every frame is mapped onto in ``local`` normalisation.
+
+    Each frame's scaled background grid ``k_i B_i`` is brought to the reference's
+    large-scale background by removing a robust polynomial (total degree *degree*)
+    fitted to ``k_i B_i - B_ref``, giving ``E_i``.  Per tile, the ``E_i`` that deviate
+    from their median by more than *kappa* times their tile-median error (cloud glow,
+    a frame's own local gradient) are dropped and the rest averaged with the stack
+    *weights*.  Where no frame is dropped, the stack's mean of
+    ``k_i x_i - k_i B_i + target`` is then exactly the weighted mean of ``k_i x_i``
+    minus smooth polynomials: the tile-median noise of the background models cancels
+    instead of entering the result (the reference's own tile medians, used as the
+    target directly, would add their noise - about 1.25 sigma / tile - unaveraged to
+    every frame).
+    """
+    n = len(grids)
+    channels, ny, nx = grids[reference].shape
+    design = _poly_design(ny, nx, degree)
+    area = stats[reference].tile ** 2
+    target = np.empty((channels, ny, nx))
+    for c in range(channels):
+        est = np.empty((n, ny, nx))
+        err = np.empty((n, ny, nx))
+        ok = np.empty((n, ny, nx), bool)
+        b_ref = grids[reference][c]
+        for i, (g, st) in enumerate(zip(grids, stats, strict=True)):
+            valid = (st.tile_count >= 0.9 * area) & np.isfinite(st.grid[c])
+            kb = scales[i, c] * g[c]
+            est[i] = kb if i == reference else kb - _robust_polyfit(kb - b_ref, valid, design)
+            count = np.maximum(st.tile_count, 1)
+            with np.errstate(all="ignore"):
+                err[i] = 1.25 * scales[i, c] * st.tile_sigma[c] / np.sqrt(count)
+            ok[i] = valid & np.isfinite(err[i])
+        w = np.broadcast_to(weights[:, c, None, None], est.shape)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(np.where(ok, est, np.nan), axis=0)
+            keep = ok & (np.abs(est - med) <= kappa * np.hypot(err, 1.25 * np.nanmedian(
+                np.where(ok, err, np.nan), axis=0) / np.sqrt(max(n, 1))))
+            total = np.where(keep, w, 0.0).sum(axis=0)
+            mean = np.where(keep, w * est, 0.0).sum(axis=0) / total
+        target[c] = np.where(total > 0, mean, b_ref)
+    return target
+
+
 def _ratio_of_sums(template, flux, sigma_t, sigma_f, n_pix, min_tiles):
     """Robust ``sum(template) / sum(flux)`` over tiles whose ratio agrees with the median.
 
@@ -483,6 +592,7 @@ def compute_normalization(
     reference: int = 0,
     method: str = "local",
     flux_scales: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> Normalization:
     """Transforms that bring every frame to the reference frame's level and scale.
 
@@ -499,6 +609,11 @@ def compute_normalization(
         photometry of matched stars at registration).  For ``local`` they replace the
         tile-flux signal scale (``k = 1 / flux_scale``): aperture photometry is not
         biased by strongly curved backgrounds.
+    weights : ndarray, optional
+        ``[N, C]`` the stack's frame weights (``local``): the common background the
+        frames are mapped onto is their weighted mean (see :func:`_common_background`),
+        so that the background models' noise cancels in the weighted stack.  Default:
+        inverse-variance weights from the normalised noise.
     """
     if method not in NORMALIZATIONS:
         msg = f"normalization {method!r} unknown; use one of {', '.join(NORMALIZATIONS)}"
@@ -537,7 +652,7 @@ def compute_normalization(
                 signal[~(np.isfinite(signal) & (signal > 0))] = np.nan
             else:
                 signal = _signal_scales(stats, reference)
-            for i, st in enumerate(stats):
+            for i, _st in enumerate(stats):
                 k = np.ones(channels) if i == reference else signal[i]
                 source[i] = "reference" if i == reference else "signal"
                 if not np.all(np.isfinite(k)):
@@ -546,10 +661,17 @@ def compute_normalization(
                     source[i] = "none"
                     k = np.where(np.isfinite(k), k, 1.0)
                 scales[i] = k
-                if i == reference:
+            grids = [b_ref if i == reference else _background_grid(st)
+                     for i, st in enumerate(stats)]
+            if weights is None:
+                noise = np.stack([st.noise for st in stats]) * scales
+                weights = np.where(noise > 0, 1.0 / noise**2, 0.0)
+            target = _common_background(grids, stats, scales, np.asarray(weights), reference)
+            for i in range(n):
+                grid = target - scales[i][:, None, None] * grids[i]
+                if i == reference and not np.any(grid):
                     surfaces.append(None)
                     continue
-                grid = b_ref - k[:, None, None] * _background_grid(st)
                 surf_grid = grid[0] if len(ref.shape) == 2 else grid
                 surfaces.append(GridSurface(surf_grid, ref.tile, tuple(ref.shape[-2:])))
     if not (np.all(np.isfinite(scales)) and np.all(np.isfinite(offsets))) or np.any(scales <= 0):

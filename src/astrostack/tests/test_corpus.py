@@ -28,17 +28,9 @@ from astrostack.tests.corpus import BadInput, make_corpus, make_folder_cases
 # Known bugs in other engineers' modules (reported to the lead), by case name.  (NAXIS
 # mismatch, complex/truncated TIFF, cut DNG, non-ASCII HISTORY, BITPIX and unparsable
 # cards were fixed in io.)
-_MONO_RGB = (
-    "pipeline/run.py: _group_key uses shape[-2:], so mono and RGB frames of one size share a "
-    "group and the mono ones are 'not stacked'"
-)
 META_BUGS: dict[str, str] = {}
 DISCOVER_BUGS: dict[str, str] = {}
 RUN_BUGS = {
-    "symlink-dangling": "pipeline/run.py: _rel_name resolves links, so the skipped entry "
-    "names the link's target, not the file in the folder",
-    "tiff-tiled": _MONO_RGB,
-    "fits-bitpix64": _MONO_RGB,
     "nan-inf": "calibrate/register: non-finite input pixels are not reported; the frame is "
     "excluded for 'clouds'/'FWHM 22 px' (inf pixels taken for stars)",
 }
@@ -300,8 +292,6 @@ def test_run_uses_good_unusual_inputs(hostile_run, name):
     assert Path(group["outputs"]["fits"]).is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/run.py: Path.resolve() in _inside/_rel_name "
-                   "raises RuntimeError on a symlink loop and the whole run dies")  # fmt: skip
 def test_symlink_loop_does_not_kill_the_run(good_night, tmp_path):
     night = _copy_session(good_night, tmp_path / "night")
     loop = night / "lights" / "light_loop.fits"

@@ -229,12 +229,6 @@ def test_disk_full_tmpfs(night, tmpfs_run):
     assert digests(night["frames"]) == night["digests"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/run.py: a full disk is treated as a per-frame error ('calibration failed: "
-    "12288 requested and 4064 written' for every frame) and the final message never says the "
-    "disk is full; report failure is logged with a traceback",
-)
 def test_disk_full_message_says_so(tmpfs_run):
     proc = tmpfs_run[0]
     last = proc.stderr.strip().splitlines()[-1]
@@ -247,13 +241,6 @@ def test_disk_full_message_says_so(tmpfs_run):
 # ---------------------------------------------------------------------------------------
 
 
-_UNCAUGHT_OSERROR = (
-    "cli/run_cmd.py _execute catches only PipelineError/ValueError/FileNotFoundError: an "
-    "OSError writing the output folder (EACCES, EROFS) ends in a raw traceback, exit 1"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_UNCAUGHT_OSERROR)
 def test_output_folder_not_writable(night, tmp_path):
     """An output folder that cannot be written: exit 2 with one line naming it."""
     out = tmp_path / "locked"
@@ -287,7 +274,6 @@ def test_read_only_input_folder(night, tmp_path):
     assert digests(night["frames"]) == night["digests"]
 
 
-@pytest.mark.xfail(strict=True, reason=_UNCAUGHT_OSERROR)
 def test_read_only_input_default_output_refused_cleanly(night, tmp_path):
     """Without -o the output goes inside the (read-only) input: one clear line, exit 1/2."""
     with readonly_view(night["frames"], tmp_path / "ro") as ro:
@@ -402,11 +388,6 @@ def test_sigkill_at_random_moments_then_resume(night, tmp_path):
     assert digests(frames) == night["digests"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: a resumed run removes stale .tmp-* files in cache/ only; those a SIGKILL "
-    "left in the output folder itself (e.g. .tmp-stack.tif.*) stay forever",
-)
 def test_resume_removes_stale_temporaries(night, tmp_path):
     from astrostack.pipeline import run
 
