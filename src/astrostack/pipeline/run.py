@@ -29,6 +29,7 @@ from .cache import StageCache
 from .colour import check_plan_black_levels
 from .config import PipelineConfig, resolve_config
 from .outputs import group_name, write_group_outputs
+from .parallel import default_workers, map_frames
 from .progress import ProgressCallback, StageRecord, StageTimer, single_blas_thread
 from .reporting import write_quality_table, write_run_report, write_session_json
 from .selection import Selection, select_frames
@@ -289,10 +290,17 @@ def _write_failure(exc: BaseException, output: Path) -> PipelineError | None:
     return None
 
 
-def _raise_if_fatal(exc: BaseException, output: Path) -> None:
-    """Re-raise a full disk or an unwritable output folder as a run-stopping error."""
+def _raise_if_fatal(exc: BaseException, output: Path, in_flight: Any = None) -> None:
+    """Re-raise a full disk or an unwritable output folder as a run-stopping error.
+
+    *in_flight* (a :func:`~astrostack.pipeline.parallel.map_frames` generator) is closed
+    first: no further frame starts, and the frames already running have finished (and
+    written or cleaned up their files) when the error reaches the caller.
+    """
     fatal = _write_failure(exc, output)
     if fatal is not None:
+        if in_flight is not None:
+            in_flight.close()
         raise fatal from exc
 
 
@@ -482,7 +490,10 @@ def _run(
         st.record.computed, st.record.reused = counts["computed"], counts["reused"]
 
     # ---- calibrate -----------------------------------------------------------------------
+    workers = default_workers(cfg.stack.scheduler)  # frames in flight (results in order)
     with StageTimer("calibrate", log, progress, total=len(lights)) as st:
+        done = map_frames(lambda f: calibrate_frame(f, master_sets[id(f.plan)], cache, cfg),
+                          [f for f in lights if id(f.plan) in master_sets], workers)  # fmt: skip
         for f in lights:
             ms = master_sets.get(id(f.plan))
             if ms is None:
@@ -490,24 +501,35 @@ def _run(
                 st.advance()
                 continue
             try:
-                st.advance(computed=not calibrate_frame(f, ms, cache, cfg), message=f.name)
+                _, reused, error = next(done)
+                if error is not None:
+                    raise error
+                st.advance(computed=not reused, message=f.name)
             except Exception as exc:  # one bad frame never stops the run
-                _raise_if_fatal(exc, output)  # ... but a full disk does
+                _raise_if_fatal(exc, output, done)  # ... but a full disk does
                 f.reason = f"calibration failed: {exc}"
                 result.skipped[f.name] = f.reason
                 logger.warning("%s: %s", f.name, f.reason)
                 st.advance(message=f.name)
 
+    _check_nonfinite(lights, result)
+
     # ---- quality -------------------------------------------------------------------------
     with StageTimer("quality", log, progress, total=len(lights)) as st, single_blas_thread():
+        done = map_frames(lambda f: measure_frame(f, cache, cfg),
+                          [f for f in lights if f.cal_path is not None], workers)  # fmt: skip
         for f in lights:
             if f.cal_path is None:
                 st.advance()
                 continue
             try:
-                st.advance(computed=not measure_frame(f, cache, cfg), message=f.name)
+                _, reused, error = next(done)
+                if error is not None:
+                    raise error
+                st.advance(computed=not reused, message=f.name)
+                f.quality = {**f.quality, "nonfinite_pixels": f.nonfinite}
             except Exception as exc:
-                _raise_if_fatal(exc, output)
+                _raise_if_fatal(exc, output, done)
                 f.reason = f"quality measurement failed: {exc}"
                 result.skipped[f.name] = f.reason
                 logger.warning("%s: %s", f.name, f.reason)
@@ -538,11 +560,15 @@ def _run(
                 continue
             ref_shape = np.load(g.reference.cal_path, mmap_mode="r").shape
             shape = output_shape(g.reference.meta, ref_shape, cfg)
+            done = map_frames(lambda f, s=shape: warp_frame(f, s, cache, cfg), g.used, workers)
             for f in g.used:
                 try:
-                    st.advance(computed=not warp_frame(f, shape, cache, cfg), message=f.name)
+                    _, reused, error = next(done)
+                    if error is not None:
+                        raise error
+                    st.advance(computed=not reused, message=f.name)
                 except Exception as exc:
-                    _raise_if_fatal(exc, output)
+                    _raise_if_fatal(exc, output, done)
                     _drop(f, f"warp failed: {exc}", result)
                     st.advance(message=f.name)
     if not any(g.used for g in groups):
@@ -581,6 +607,35 @@ def _run(
         shutil.rmtree(output / "cache", ignore_errors=True)
         logger.info("removed %s (output.keep_cache = false)", output / "cache")
     return result
+
+
+def _check_nonfinite(lights: list[LightFrame], result: RunResult) -> None:
+    """Report lights whose input had NaN/inf pixels; leave out those that are mostly so.
+
+    Calibration made those pixels no-data (NaN).  A light with more non-finite than
+    finite pixels is skipped with its reason; otherwise it goes on and a note gives the
+    count (also ``quality['nonfinite_pixels']``).
+    """
+    for f in lights:
+        if not f.nonfinite or f.cal_path is None:
+            continue
+        size = int(np.load(f.cal_path, mmap_mode="r").size)
+        pct = 100.0 * f.nonfinite / max(size, 1)
+        if 2 * f.nonfinite > size:
+            f.cal_path = None
+            f.reason = (
+                f"{f.nonfinite} of {size} pixels ({pct:.0f}%) are non-finite (NaN/inf): most of "
+                "the frame has no data; re-export or re-copy it"
+            )
+            result.skipped[f.name] = f.reason
+            logger.warning("%s: %s", f.name, f.reason)
+            continue
+        note = (
+            f"{f.name}: {f.nonfinite} of {size} pixels ({pct:.1f}%) are non-finite (NaN/inf) "
+            "in the input; treated as no data"
+        )
+        logger.info(note)
+        result.notes.append(note)
 
 
 def _drop(f: LightFrame, reason: str, result: RunResult) -> None:

@@ -89,6 +89,7 @@ class LightFrame:
     used: bool = False
     reason: str = ""
     weight: float | None = None
+    nonfinite: int = 0  # input pixels that were NaN or +-inf (made no-data: NaN)
     stars: Any = None  # StarTable of the quality pass (this run only), reused to register
 
     @property
@@ -238,8 +239,14 @@ def calibrate_frame(
     entry = cache.lookup("calibrated", key)
     if entry is not None:
         light.cal_path = entry.files["data"]
+        light.nonfinite = int(entry.meta.get("nonfinite", 0))
         return True
     frame = read_frame(light.path)
+    finite = np.isfinite(frame.data)
+    light.nonfinite = int(finite.size - np.count_nonzero(finite))
+    if light.nonfinite:  # NaN and +-inf are no data, never signal (an inf is not a star)
+        frame.data = np.where(finite, frame.data, np.float32(np.nan))
+    del finite
     bias: Master | np.ndarray | None = masters.get("bias")
     if bias is None and light.plan.light_offset == "black_level" and light.plan.constant_offset:
         bias = black_level_frame(frame.meta, frame.data.shape, light.plan.constant_offset)
@@ -269,11 +276,13 @@ def calibrate_frame(
         detect_hot=cfg.calibration.cosmetic,
         hot_sigma=cfg.calibration.isolated_sigma,
     )
+    if not np.isfinite(out.data).all():  # e.g. a division by a zero flat: no data either
+        out.data = np.where(np.isfinite(out.data), out.data, np.float32(np.nan))
     light.cal_path = save_npy(cache.path("calibrated", key), out.data)
     cache.commit(
         "calibrated", key, {"data": light.cal_path},
         {"source": str(light.path), "steps": out.meta.header.get("ASCALIB", ""),
-         "dark_k": out.meta.header.get("ASDARKK")},
+         "dark_k": out.meta.header.get("ASDARKK"), "nonfinite": light.nonfinite},
     )  # fmt: skip
     return False
 

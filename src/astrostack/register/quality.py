@@ -89,13 +89,17 @@ def _mad_sigma(d: np.ndarray) -> float:
 
 
 @njit(cache=True, nogil=True, fastmath=False)
-def _moffat_eval(z, p, jac, res):  # pragma: no cover - compiled
-    """Residuals ``model - z`` (into *res*) and their Jacobian (into *jac*); returns the cost."""
+def _moffat_eval(z, p, a, g, normal):  # pragma: no cover - compiled
+    """Cost ``0.5 * sum((model - z)^2)``; with *normal*, also ``J^T J`` into *a* and
+    ``J^T r`` into *g`` (analytic Jacobian, accumulated without storing it)."""
     amp, x0, y0, ax, ay, th, beta, bg = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
     c, s = np.cos(th), np.sin(th)
     ny, nx = z.shape
     cost = 0.0
-    k = 0
+    row = np.empty(8)
+    if normal:
+        a[:, :] = 0.0
+        g[:] = 0.0
     for yi in range(ny):
         dy = yi - y0
         for xi in range(nx):
@@ -105,19 +109,56 @@ def _moffat_eval(z, p, jac, res):  # pragma: no cover - compiled
             d = 1.0 + u * u + v * v
             f = d ** (-beta)
             r = amp * f + bg - z[yi, xi]
-            res[k] = r
             cost += r * r
-            g = -amp * beta * f / d  # d model / d D
-            jac[k, 0] = f
-            jac[k, 1] = g * 2.0 * (-u * c / ax + v * s / ay)
-            jac[k, 2] = g * 2.0 * (-u * s / ax - v * c / ay)
-            jac[k, 3] = g * 2.0 * (-u * u / ax)
-            jac[k, 4] = g * 2.0 * (-v * v / ay)
-            jac[k, 5] = g * 2.0 * (u * v * ay / ax - v * u * ax / ay)
-            jac[k, 6] = -amp * f * np.log(d)
-            jac[k, 7] = 1.0
-            k += 1
+            if not normal:
+                continue
+            h = -2.0 * amp * beta * f / d  # 2 * d model / d D
+            row[0] = f
+            row[1] = h * (-u * c / ax + v * s / ay)
+            row[2] = h * (-u * s / ax - v * c / ay)
+            row[3] = h * (-u * u / ax)
+            row[4] = h * (-v * v / ay)
+            row[5] = h * u * v * (ay / ax - ax / ay)
+            row[6] = -amp * f * np.log(d)
+            row[7] = 1.0
+            for i in range(8):
+                g[i] += row[i] * r
+                for j in range(i + 1):
+                    a[i, j] += row[i] * row[j]
+    if normal:
+        for i in range(8):
+            for j in range(i):
+                a[j, i] = a[i, j]
     return 0.5 * cost
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def _cholesky_solve(h, b, out):  # pragma: no cover - compiled
+    """Solve ``h x = b`` for symmetric positive definite *h*; False if it is not."""
+    n = b.size
+    low = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1):
+            acc = h[i, j]
+            for k in range(j):
+                acc -= low[i, k] * low[j, k]
+            if i == j:
+                if not acc > 0.0:
+                    return False
+                low[i, i] = np.sqrt(acc)
+            else:
+                low[i, j] = acc / low[j, j]
+    for i in range(n):
+        acc = b[i]
+        for k in range(i):
+            acc -= low[i, k] * out[k]
+        out[i] = acc / low[i, i]
+    for i in range(n - 1, -1, -1):
+        acc = out[i]
+        for k in range(i + 1, n):
+            acc -= low[k, i] * out[k]
+        out[i] = acc / low[i, i]
+    return True
 
 
 @njit(cache=True, nogil=True, fastmath=False)
@@ -127,35 +168,29 @@ def _moffat_lm(z, p0, lo, hi, max_iter, tol):  # pragma: no cover - compiled
     Marquardt's diagonal scaling (scale-invariant steps); a step leaving the bounds
     is clipped to them.  Returns ``(params, converged)``.
     """
-    m = z.size
     npar = 8
     p = p0.copy()
-    jac = np.empty((m, npar))
-    res = np.empty(m)
-    jac_t = np.empty((m, npar))
-    res_t = np.empty(m)
-    cost = _moffat_eval(z, p, jac, res)
+    a = np.zeros((npar, npar))
+    g = np.zeros(npar)
+    h = np.zeros((npar, npar))
+    rhs = np.zeros(npar)
+    step = np.zeros(npar)
+    trial = p.copy()
+    cost = _moffat_eval(z, p, a, g, True)
     lam = 1e-3
     converged = False
     for _ in range(max_iter):
-        a = jac.T @ jac
-        g = jac.T @ res
-        trial = p.copy()
         improved = False
-        for _inner in range(12):
-            h = a.copy()
+        while lam <= 1e12:
             for i in range(npar):
+                rhs[i] = -g[i]
+                for j in range(npar):
+                    h[i, j] = a[i, j]
                 h[i, i] += lam * max(a[i, i], 1e-12)
-            ok = True
-            try:
-                step = np.linalg.solve(h, -g)
-            except Exception:  # noqa: BLE001 - singular: damp harder
-                ok = False
-                step = np.zeros(npar)
-            if ok:
+            if _cholesky_solve(h, rhs, step):
                 for i in range(npar):
                     trial[i] = min(max(p[i] + step[i], lo[i]), hi[i])
-                new_cost = _moffat_eval(z, trial, jac_t, res_t)
+                new_cost = _moffat_eval(z, trial, a, g, False)
                 if np.isfinite(new_cost) and new_cost < cost:
                     rel = (cost - new_cost) / max(cost, 1e-300)
                     small = True
@@ -163,17 +198,12 @@ def _moffat_lm(z, p0, lo, hi, max_iter, tol):  # pragma: no cover - compiled
                         if abs(trial[i] - p[i]) > tol * (abs(p[i]) + tol):
                             small = False
                     p[:] = trial
-                    jac[:, :] = jac_t
-                    res[:] = res_t
-                    cost = new_cost
+                    cost = _moffat_eval(z, p, a, g, True)
                     lam = max(lam / 3.0, 1e-12)
                     improved = True
-                    if rel < tol or small:
-                        converged = True
+                    converged = rel < tol or small
                     break
             lam *= 4.0
-            if lam > 1e12:
-                break
         if not improved:
             # no descent from here: a minimum within the damping limits
             converged = bool(np.isfinite(cost))
@@ -317,7 +347,8 @@ def measure_quality_and_stars(
 
     The sky background is estimated once and shared by the noise estimate and the
     detection; the star table (no ellipticity cut, at most 500 stars, brightest
-    first) can be reused for registration (see :func:`~astrostack.register.register.registration_stars`).
+    first) can be reused for registration
+    (see :func:`~astrostack.register.register.registration_stars`).
 
     Parameters
     ----------

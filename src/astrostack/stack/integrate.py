@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,19 @@ def _as_source(item: FrameSource | str | Path) -> FrameSource:
     return item
 
 
+def _concurrent(scheduler: str) -> bool:
+    """Whether frames may be measured concurrently: a threaded run, and a numba
+    threading layer that allows parallel kernels launched from several threads."""
+    if scheduler != "threads":
+        return False
+    try:
+        import numba
+
+        return numba.threading_layer() in ("tbb", "omp")
+    except (ImportError, ValueError):  # no parallel kernel has run yet
+        return False
+
+
 def stack_frames(
     sources: Sequence[FrameSource | str | Path],
     method: str = "auto",
@@ -242,15 +256,25 @@ def stack_frames(
     order = sorted(usable, key=lambda item: item[0] != reference)
     measured: dict[int, tuple[FrameSource, Any]] = {}
     mask = None
+
+    def measure(src: FrameSource, star_mask: np.ndarray | None) -> Any:
+        if tuple(src.shape) != shape:
+            msg = (
+                f"{src.path}: shape {src.shape} differs from the reference {shape}; "
+                "register it onto the reference grid"
+            )
+            raise ValueError(msg)
+        return measure_frame(src, tile=tile, star_mask=star_mask, make_mask=star_mask is None)
+
+    # once the reference has given the mask, the other frames are measured two at a
+    # time (results taken in order, so the outcome does not depend on thread timing)
+    pool = None
     for done, (i, src) in enumerate(order, 1):
         try:
-            if tuple(src.shape) != shape:
-                msg = (
-                    f"{src.path}: shape {src.shape} differs from the reference {shape}; "
-                    "register it onto the reference grid"
-                )
-                raise ValueError(msg)
-            st = measure_frame(src, tile=tile, star_mask=mask, make_mask=mask is None)
+            if pool is not None:
+                st = pool.pop(0).result()
+            else:
+                st = measure(src, mask)
             if mask is None:
                 mask, reference = st.star_mask, i
                 st.star_mask = None
@@ -258,6 +282,10 @@ def stack_frames(
         except (OSError, ValueError) as exc:
             skipped.append((str(src.path), str(exc)))
             logger.warning("skipping %s: %s", src.path, exc)
+        if pool is None and mask is not None and done < len(order) and _concurrent(scheduler):
+            executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="astrostack-measure")
+            pool = [executor.submit(measure, s, mask) for _, s in order[done:]]
+            executor.shutdown(wait=False)
         if progress is not None:
             progress("measure", done, len(usable))
     del mask

@@ -30,10 +30,7 @@ from astrostack.tests.corpus import BadInput, make_corpus, make_folder_cases
 # cards were fixed in io.)
 META_BUGS: dict[str, str] = {}
 DISCOVER_BUGS: dict[str, str] = {}
-RUN_BUGS = {
-    "nan-inf": "calibrate/register: non-finite input pixels are not reported; the frame is "
-    "excluded for 'clouds'/'FWHM 22 px' (inf pixels taken for stars)",
-}
+RUN_BUGS: dict[str, str] = {}
 
 
 def _case_kinds() -> dict[str, str]:
@@ -205,9 +202,6 @@ def hostile_run(good_night, tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     night = _copy_session(good_night, root / "night")
     cases = make_corpus(night / "lights" / "hostile", template=night / "lights" / "light_0001.fits")
-    loop = next(c for c in cases if c.name == "symlink-loop")
-    loop.path.unlink()  # crashes the whole run: see test_symlink_loop_does_not_kill_the_run
-    cases = [c for c in cases if c.name != "symlink-loop"]
     out = root / "out"
     proc = cli("run", night, "-o", out, "--json")
     report = json.loads((out / "session.json").read_text())
@@ -252,7 +246,7 @@ def test_run_over_hostile_folder_stacks_the_night(hostile_run):
     assert (cov > 0).mean() > 0.8
 
 
-@pytest.mark.parametrize("name", _params([n for n in READ if n != "symlink-loop"], RUN_BUGS))
+@pytest.mark.parametrize("name", _params(READ, RUN_BUGS))
 def test_run_lists_each_bad_file_with_reason(hostile_run, name):
     case = hostile_run["cases"][name]
     _check_requires(case)
@@ -268,7 +262,9 @@ def test_run_lists_each_bad_file_with_reason(hostile_run, name):
     assert html.escape(skipped[rel]) in page or skipped[rel] in page
 
 
-@pytest.mark.parametrize("name", _params(LATER, RUN_BUGS))
+# nan-inf: a quarter of the frame is NaN and 100 pixels are +-inf, the rest is a good light;
+# it is used, its non-finite pixels as no data (test_run_reports_non_finite_pixels).
+@pytest.mark.parametrize("name", _params([n for n in LATER if n != "nan-inf"], RUN_BUGS))
 def test_run_excludes_unusable_frames_with_reason(hostile_run, name):
     case = hostile_run["cases"][name]
     frames = _frames(hostile_run["session"])
@@ -290,6 +286,51 @@ def test_run_uses_good_unusual_inputs(hostile_run, name):
     assert rec["used"], rec["reason"]
     assert not group["error"], group["error"]
     assert Path(group["outputs"]["fits"]).is_file()
+
+
+def test_run_reports_non_finite_pixels(hostile_run):
+    """NaN/inf input pixels become no data: the frame is used, the count is reported."""
+    case = hostile_run["cases"]["nan-inf"]
+    raw = fits.getdata(case.path)
+    n_bad = int(np.count_nonzero(~np.isfinite(raw)))
+    assert n_bad > raw.size // 5  # the corpus frame: a NaN band plus +-inf pixels
+    group, rec = _frames(hostile_run["session"])[case.path.name]
+    main_group, _ = _frames(hostile_run["session"])["light_0001.fits"]
+    assert group["name"] == main_group["name"]
+    assert rec["used"], rec["reason"]
+    assert rec["quality"]["nonfinite_pixels"] == n_bad
+    # inf pixels are not stars: as many stars as in the same light without them, give or
+    # take the ones inside the NaN band
+    ref = _frames(hostile_run["session"])["light_0001.fits"][1]["quality"]
+    assert rec["quality"]["n_stars"] <= ref["n_stars"] + 2
+    assert rec["quality"]["fwhm"] == pytest.approx(ref["fwhm"], rel=0.15)
+    rel = case.path.relative_to(hostile_run["night"]).as_posix()
+    notes = [n for n in hostile_run["session"]["notes"] if n.startswith(rel + ":")]
+    assert len(notes) == 1 and f"{n_bad} of {raw.size} pixels" in notes[0], notes
+    assert re.search(r"non-finite", notes[0])
+    assert html.escape(notes[0]) in hostile_run["html"] or notes[0] in hostile_run["html"]
+    assert rel not in hostile_run["session"]["skipped"]
+
+
+def test_mostly_non_finite_frame_is_skipped(good_night, tmp_path):
+    night = _copy_session(good_night, tmp_path / "night")
+    src = night / "lights" / "light_0001.fits"
+    with fits.open(src) as hdul:
+        header, data = hdul[0].header.copy(), hdul[0].data.astype(np.float32)
+    data[: int(data.shape[0] * 0.6)] = np.nan
+    data[-3:, :10] = np.inf
+    n_bad = int(np.count_nonzero(~np.isfinite(data)))
+    header.remove("BZERO", ignore_missing=True)
+    header.remove("BSCALE", ignore_missing=True)
+    fits.writeto(night / "lights" / "light_mostly_nan.fits", data, header)
+    res = invoke("run", night, "-o", tmp_path / "out", "--quiet")
+    assert res.exit_code == 3, res.stderr[-500:]
+    report = json.loads((tmp_path / "out" / "session.json").read_text())
+    reason = report["skipped"]["lights/light_mostly_nan.fits"]
+    assert f"{n_bad} of {data.size} pixels" in reason and "non-finite" in reason, reason
+    frames = _frames(report)
+    assert not frames["light_mostly_nan.fits"][1]["used"]
+    assert all(frames[f"light_000{i}.fits"][1]["used"] for i in (1, 2, 3))
 
 
 def test_symlink_loop_does_not_kill_the_run(good_night, tmp_path):
