@@ -9,7 +9,11 @@ each in a fresh process whose wall time and peak memory are measured:
 - Siril's standard script through ``siril-cli`` (``peers/siril_pipeline.py``), when
   ``siril-cli`` is installed (Debian package ``siril``).
 
-Every result is measured against the simulator's truth (``quality.py``) and the table,
+Every result is measured against the simulator's truth (``quality.py``: ``noise_rel``
+per pixel, ``noise_bin_rel`` at 16x16 blocks - insensitive to the noise smoothing of
+each tool's registration interpolation - ``snr_extended`` of the faint extended
+emission on the binned noise, ``snr_extended_px`` on the per-pixel noise,
+``background_error`` the large-scale residual; residual PNGs in ``OUT/maps``) and the table,
 with astrostack / peer ratios, is printed and written to ``OUT/compare.json`` and
 ``OUT/compare.md``.  ``--scaling 10,40,160`` adds astrostack's time and memory for
 those numbers of lights.
@@ -111,7 +115,8 @@ def compare(size: tuple[int, int], lights: int, colour: bool, out: Path, peers: 
         quality = {}
         if res.get("stack"):
             try:
-                quality = measure_against_truth(_load(res["stack"]), str(session))
+                quality = measure_against_truth(_load(res["stack"]), str(session),
+                                                maps=out / "maps", name=f"{kind}-{name}")
             except Exception as exc:  # a peer's odd output must not stop the comparison
                 quality = {"error": repr(exc)}
         rows.append(_row(name, res, quality))
@@ -145,8 +150,8 @@ def render(results: dict) -> str:
     lines = []
     for kind, rows in results["compare"].items():
         lines.append(f"\n### {kind}\n")
-        cols = ["tool", "wall_s", "peak_mib", "noise_rel", "snr_extended", "fwhm",
-                "outliers_per_mpx"]
+        cols = ["tool", "wall_s", "peak_mib", "noise_rel", "noise_bin_rel", "snr_extended",
+                "snr_extended_px", "background_error", "fwhm", "outliers_per_mpx"]
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
         for r in rows:

@@ -21,7 +21,8 @@ against each other:
   emission lives.  An interpolation kernel averages neighbouring pixels and lowers the
   block noise by about ``1 - 1/B`` per axis in the worst case (bilinear at a half-pixel
   shift: -12 % at ``B = 4``, -6 % at 8, -3 % at 16), so ``B = 16`` (default) is the fair
-  figure; ``noise_b{1,2,4,8,16}_rel`` give the whole curve.  ``noise_correlation = noise_bin / noise_px``
+  figure; ``noise_b{1,2,4,8,16}_rel`` give the whole curve.
+  ``noise_correlation = noise_bin / noise_px``
   is 1 for white noise and above 1 for noise smoothed by interpolation.
 - **large scale** - ``r_large`` is the median of ``r`` in ``L×L`` sky blocks (``L = 64``),
   interpolated into a surface; ``background_error`` is its robust spread, relative to
@@ -53,7 +54,13 @@ from scipy import ndimage
 from astrostack.register import MatchError, detect_stars, match_stars, measure_quality, warp
 from astrostack.simulate import load_truth
 
-__all__ = ["block_means", "large_scale_surface", "measure_against_truth", "robust_sigma"]
+__all__ = [
+    "block_means",
+    "clipped_sigma",
+    "large_scale_surface",
+    "measure_against_truth",
+    "robust_sigma",
+]
 
 _MAD = 1.482602218505602
 
@@ -71,8 +78,30 @@ def robust_sigma(values: np.ndarray) -> float:
     return float(_MAD * np.median(np.abs(values - np.median(values))))
 
 
-def block_means(residual: np.ndarray, mask: np.ndarray, block: int,
-                min_fill: float = 0.5) -> np.ndarray:
+def clipped_sigma(values: np.ndarray, kappa: float = 3.0) -> float:
+    """Standard deviation after iterative kappa-sigma clipping about the median.
+
+    Corrected for the truncation of a normal distribution at ``kappa = 3`` (÷ 0.98658).
+    For near-Gaussian values (block sums) its statistical error is about
+    ``0.72 / sqrt(n)`` against ``1.17 / sqrt(n)`` for the MAD, which matters when only
+    a few thousand blocks are available.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 16:
+        return float("nan")
+    kept = values
+    for _ in range(10):
+        med, sig = np.median(kept), np.std(kept)
+        new = values[np.abs(values - med) <= kappa * sig]
+        if new.size == kept.size or new.size < 16:
+            break
+        kept = new
+    return float(np.std(kept) / 0.98658)
+
+
+def block_means(
+    residual: np.ndarray, mask: np.ndarray, block: int, min_fill: float = 0.5
+) -> np.ndarray:
     """Per-pixel-equivalent block sums: ``sum(r) / sqrt(n)`` over each ``block×block`` block.
 
     Only pixels inside *mask* count, and only blocks at least *min_fill* inside it.  For
@@ -110,8 +139,9 @@ def large_scale_surface(residual: np.ndarray, mask: np.ndarray, block: int) -> n
     idx = ndimage.distance_transform_edt(~ok, return_distances=False, return_indices=True)
     grid = grid[tuple(idx)]
     # block centres at (k + 0.5) * block - 0.5; cv2 INTER_LINEAR maps pixel centres alike
-    surface = cv2.resize(grid.astype(np.float32), (nx * block, ny * block),
-                         interpolation=cv2.INTER_LINEAR)
+    surface = cv2.resize(
+        grid.astype(np.float32), (nx * block, ny * block), interpolation=cv2.INTER_LINEAR
+    )
     return surface[:h, :w]
 
 
@@ -165,8 +195,9 @@ def measure_against_truth(
     star_part = sky_truth - smooth
 
     stars = detect_stars(np.nan_to_num(result, nan=float(np.nanmedian(result))), max_stars=150)
-    order = np.argsort(truth.stars.flux if truth.stars.flux.ndim == 1
-                       else truth.stars.flux.sum(axis=1))[::-1]
+    order = np.argsort(
+        truth.stars.flux if truth.stars.flux.ndim == 1 else truth.stars.flux.sum(axis=1)
+    )[::-1]
     tx, ty = truth.stars.x[order], truth.stars.y[order]
     h, w = sky_truth.shape
     inside = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
@@ -211,9 +242,11 @@ def measure_against_truth(
     inner[my + half : shape[0] - my - half, mx + half : shape[1] - mx - half] = True
     bg_error = robust_sigma(large[inner & valid])
     fine = np.where(valid, residual - large, 0.0)
-    noise_bin = robust_sigma(block_means(fine, quiet, block))
-    scales = {f"noise_b{k}_rel": robust_sigma(block_means(fine, quiet, k)) / (a * bg_level)
-              for k in (1, 2, 4, 8, 16)}
+    noise_bin = clipped_sigma(block_means(fine, quiet, block))
+    scales = {
+        f"noise_b{k}_rel": clipped_sigma(block_means(fine, quiet, k)) / (a * bg_level)
+        for k in (1, 2, 4, 8, 16)
+    }
     faint = valid & (ext_r > 0.1 * bg_level) & (ext_r < 1.0 * bg_level)
     signal = a * np.mean(ext_r[faint]) if faint.any() else float("nan")
     outliers = int(np.count_nonzero(np.abs(residual[valid]) > 6 * noise))

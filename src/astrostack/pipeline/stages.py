@@ -38,7 +38,6 @@ from ..register import (
     measure_quality_and_stars,
     prepare_for_phase,
     register_frame,
-    registration_stars,
     warp_to_file,
 )
 from .cache import StageCache, file_fingerprint, hash_key, load_npy, save_npy
@@ -90,7 +89,7 @@ class LightFrame:
     reason: str = ""
     weight: float | None = None
     nonfinite: int = 0  # input pixels that were NaN or +-inf (made no-data: NaN)
-    stars: Any = None  # StarTable of the quality pass (this run only), reused to register
+    stars: Any = None  # registration StarTable from the quality pass (this run only)
 
     @property
     def date(self) -> datetime | None:
@@ -320,11 +319,12 @@ def measure_frame(light: LightFrame, cache: StageCache, cfg: PipelineConfig) -> 
         return True
     data = load_npy(light.cal_path)
     image, half = registration_image(data, light.meta.bayer)
-    q, light.stars = measure_quality_and_stars(
+    q, _, light.stars = measure_quality_and_stars(
         image,
         light.name,
         threshold=cfg.registration.detect_sigma,
         pixel_scale=(light.meta.pixel_scale_arcsec or 0) * (2 if half else 1) or None,
+        register_max_stars=cfg.registration.max_stars,
     )
     rec = {k: v for k, v in dataclasses.asdict(q).items() if k not in ("flagged", "reasons")}
     rec = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in rec.items()}
@@ -343,22 +343,14 @@ def _registration_params(cfg: PipelineConfig) -> dict[str, Any]:
     return {"threshold": r.detect_sigma, "max_stars": r.max_stars, "model": r.model}
 
 
-def _registration_stars(light: LightFrame, cfg: PipelineConfig) -> Any:
-    """The light's quality stars cut for registration, or None (detect again)."""
-    if light.stars is None:
-        return None
-    return registration_stars(light.stars, max_stars=cfg.registration.max_stars)
-
-
 def make_reference(ref: LightFrame, cfg: PipelineConfig) -> Reference:
     """Build the registration reference (stars + phase image) from a calibrated light.
 
     The stars of the quality pass are reused when this run measured them.
     """
     image, _ = registration_image(load_npy(ref.cal_path), ref.meta.bayer)
-    stars = _registration_stars(ref, cfg)
-    if stars is not None:
-        return Reference(stars=stars, phase_image=prepare_for_phase(image), name=ref.name)
+    if ref.stars is not None:
+        return Reference(stars=ref.stars, phase_image=prepare_for_phase(image), name=ref.name)
     return Reference.from_image(
         image,
         name=ref.name,
@@ -393,9 +385,8 @@ def register_to_reference(
     else:
         ref_obj = reference() if callable(reference) else reference
         image, half = registration_image(load_npy(light.cal_path), light.meta.bayer)
-        stars = _registration_stars(light, cfg)
         res = register_frame(
-            image if stars is None else stars,
+            image if light.stars is None else light.stars,
             ref_obj,
             frame_image=image,
             model=cfg.registration.model,

@@ -1,7 +1,7 @@
 """Per-frame quality: stars, PSF (FWHM, roundness), background, noise, signal; outliers.
 
-- **FWHM / eccentricity** come from elliptical Moffat fits (a compiled
-  Levenberg-Marquardt with the analytic Jacobian) to cutouts of the brightest unsaturated stars;
+- **FWHM / eccentricity** come from elliptical Moffat fits
+  (``scipy.optimize.least_squares``) to cutouts of the brightest unsaturated stars;
   the frame value is the median.  FWHM is the geometric mean of the major and
   minor FWHM; eccentricity is ``sqrt(1 - (minor / major)**2)``.
 - **HFD** is the median half-flux diameter from ``sep.flux_radius``.
@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-from numba import njit
+from scipy.optimize import least_squares
 
 from ..io.atomic import atomic_path
-from .stars import StarTable, background, detect_stars
+from .stars import StarTable, background, detect_star_lists
 
 __all__ = [
     "FrameQuality",
@@ -88,137 +88,17 @@ def _mad_sigma(d: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(d - med)) / np.sqrt(2.0))
 
 
-@njit(cache=True, nogil=True, fastmath=False)
-def _moffat_eval(z, p, a, g, normal):  # pragma: no cover - compiled
-    """Cost ``0.5 * sum((model - z)^2)``; with *normal*, also ``J^T J`` into *a* and
-    ``J^T r`` into *g`` (analytic Jacobian, accumulated without storing it)."""
-    amp, x0, y0, ax, ay, th, beta, bg = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+def _moffat_residual(p, xx, yy, z):
+    amp, x0, y0, ax, ay, th, beta, bg = p
     c, s = np.cos(th), np.sin(th)
-    ny, nx = z.shape
-    cost = 0.0
-    row = np.empty(8)
-    if normal:
-        a[:, :] = 0.0
-        g[:] = 0.0
-    for yi in range(ny):
-        dy = yi - y0
-        for xi in range(nx):
-            dx = xi - x0
-            u = (dx * c + dy * s) / ax
-            v = (-dx * s + dy * c) / ay
-            d = 1.0 + u * u + v * v
-            f = d ** (-beta)
-            r = amp * f + bg - z[yi, xi]
-            cost += r * r
-            if not normal:
-                continue
-            h = -2.0 * amp * beta * f / d  # 2 * d model / d D
-            row[0] = f
-            row[1] = h * (-u * c / ax + v * s / ay)
-            row[2] = h * (-u * s / ax - v * c / ay)
-            row[3] = h * (-u * u / ax)
-            row[4] = h * (-v * v / ay)
-            row[5] = h * u * v * (ay / ax - ax / ay)
-            row[6] = -amp * f * np.log(d)
-            row[7] = 1.0
-            for i in range(8):
-                g[i] += row[i] * r
-                for j in range(i + 1):
-                    a[i, j] += row[i] * row[j]
-    if normal:
-        for i in range(8):
-            for j in range(i):
-                a[j, i] = a[i, j]
-    return 0.5 * cost
-
-
-@njit(cache=True, nogil=True, fastmath=False)
-def _cholesky_solve(h, b, out):  # pragma: no cover - compiled
-    """Solve ``h x = b`` for symmetric positive definite *h*; False if it is not."""
-    n = b.size
-    low = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1):
-            acc = h[i, j]
-            for k in range(j):
-                acc -= low[i, k] * low[j, k]
-            if i == j:
-                if not acc > 0.0:
-                    return False
-                low[i, i] = np.sqrt(acc)
-            else:
-                low[i, j] = acc / low[j, j]
-    for i in range(n):
-        acc = b[i]
-        for k in range(i):
-            acc -= low[i, k] * out[k]
-        out[i] = acc / low[i, i]
-    for i in range(n - 1, -1, -1):
-        acc = out[i]
-        for k in range(i + 1, n):
-            acc -= low[k, i] * out[k]
-        out[i] = acc / low[i, i]
-    return True
-
-
-@njit(cache=True, nogil=True, fastmath=False)
-def _moffat_lm(z, p0, lo, hi, max_iter, tol):  # pragma: no cover - compiled
-    """Bounded Levenberg-Marquardt fit of an elliptical Moffat profile to ``z``.
-
-    Marquardt's diagonal scaling (scale-invariant steps); a step leaving the bounds
-    is clipped to them.  Returns ``(params, converged)``.
-    """
-    npar = 8
-    p = p0.copy()
-    a = np.zeros((npar, npar))
-    g = np.zeros(npar)
-    h = np.zeros((npar, npar))
-    rhs = np.zeros(npar)
-    step = np.zeros(npar)
-    trial = p.copy()
-    cost = _moffat_eval(z, p, a, g, True)
-    lam = 1e-3
-    converged = False
-    for _ in range(max_iter):
-        improved = False
-        while lam <= 1e12:
-            for i in range(npar):
-                rhs[i] = -g[i]
-                for j in range(npar):
-                    h[i, j] = a[i, j]
-                h[i, i] += lam * max(a[i, i], 1e-12)
-            if _cholesky_solve(h, rhs, step):
-                for i in range(npar):
-                    trial[i] = min(max(p[i] + step[i], lo[i]), hi[i])
-                new_cost = _moffat_eval(z, trial, a, g, False)
-                if np.isfinite(new_cost) and new_cost < cost:
-                    rel = (cost - new_cost) / max(cost, 1e-300)
-                    small = True
-                    for i in range(npar):
-                        if abs(trial[i] - p[i]) > tol * (abs(p[i]) + tol):
-                            small = False
-                    p[:] = trial
-                    cost = _moffat_eval(z, p, a, g, True)
-                    lam = max(lam / 3.0, 1e-12)
-                    improved = True
-                    converged = rel < tol or small
-                    break
-            lam *= 4.0
-        if not improved:
-            # no descent from here: a minimum within the damping limits
-            converged = bool(np.isfinite(cost))
-            break
-        if converged:
-            break
-    return p, converged
+    dx, dy = xx - x0, yy - y0
+    u = (dx * c + dy * s) / ax
+    v = (-dx * s + dy * c) / ay
+    return (amp * (1.0 + u * u + v * v) ** (-beta) + bg - z).ravel()
 
 
 def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | None:
     """Fit an elliptical Moffat profile to a star cutout.
-
-    The model is ``amp * (1 + u^2 + v^2)^(-beta) + bg`` with ``u, v`` the rotated,
-    scaled offsets from the centre; it is fitted by a compiled, bounded
-    Levenberg-Marquardt with the analytic Jacobian.
 
     Parameters
     ----------
@@ -233,31 +113,43 @@ def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | N
         ``x``, ``y``, ``fwhm_major``, ``fwhm_minor``, ``fwhm`` (geometric mean),
         ``beta``, ``theta`` and ``amplitude``, or ``None`` if the fit failed.
     """
-    z = np.ascontiguousarray(cutout, dtype=np.float64)
-    if z.ndim != 2 or not np.all(np.isfinite(z)):
+    z = np.asarray(cutout, dtype=np.float64)
+    if not np.all(np.isfinite(z)):
         return None
+    yy, xx = np.mgrid[0 : z.shape[0], 0 : z.shape[1]].astype(np.float64)
     amp0 = float(z.max())
     if amp0 <= 0:
         return None
-    big = 1e300
-    p0 = np.array([amp0, x0, y0, 2.0, 2.0, 0.0, 3.0, 0.0])
-    lo = np.array([0.0, x0 - 3, y0 - 3, 0.2, 0.2, -np.pi, 1.01, -big])
-    hi = np.array([big, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, big])
-    p, ok = _moffat_lm(z, p0, lo, hi, 100, 1e-6)
-    if not ok or not np.all(np.isfinite(p)):
+    p0 = [amp0, x0, y0, 2.0, 2.0, 0.0, 3.0, 0.0]
+    lo = [0.0, x0 - 3, y0 - 3, 0.2, 0.2, -np.pi, 1.01, -np.inf]
+    hi = [np.inf, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, np.inf]
+    try:
+        r = least_squares(
+            _moffat_residual,
+            p0,
+            bounds=(lo, hi),
+            args=(xx, yy, z),
+            x_scale="jac",
+            max_nfev=100,
+            ftol=1e-6,
+            xtol=1e-6,
+        )
+    except (ValueError, np.linalg.LinAlgError):
         return None
-    amp, x, y, ax, ay, th, beta, _bg = (float(v) for v in p)
+    if not r.success:
+        return None
+    amp, x, y, ax, ay, th, beta, _bg = r.x
     k = 2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0)
     f1, f2 = k * ax, k * ay
     return {
-        "x": x,
-        "y": y,
+        "x": float(x),
+        "y": float(y),
         "fwhm_major": float(max(f1, f2)),
         "fwhm_minor": float(min(f1, f2)),
         "fwhm": float(np.sqrt(f1 * f2)),
-        "beta": beta,
-        "theta": th,
-        "amplitude": amp,
+        "beta": float(beta),
+        "theta": float(th),
+        "amplitude": float(amp),
     }
 
 
@@ -342,13 +234,15 @@ def measure_quality_and_stars(
     pixel_scale: float | None = None,
     n_psf: int = 25,
     threshold: float = 5.0,
-) -> tuple[FrameQuality, StarTable]:
-    """Measure the quality of one calibrated 2-D frame; also return its stars.
+    register_max_stars: int | None = None,
+) -> tuple[FrameQuality, StarTable, StarTable | None]:
+    """Measure the quality of one calibrated 2-D frame; also return its star lists.
 
     The sky background is estimated once and shared by the noise estimate and the
-    detection; the star table (no ellipticity cut, at most 500 stars, brightest
-    first) can be reused for registration
-    (see :func:`~astrostack.register.register.registration_stars`).
+    detection, and one extraction gives both the quality stars (no ellipticity cut,
+    at most 500) and, with *register_max_stars*, the registration's stars: exactly
+    ``detect_stars(image, threshold=threshold, max_stars=register_max_stars,
+    saturation=saturation)``, so a run detects once per frame.
 
     Parameters
     ----------
@@ -366,27 +260,32 @@ def measure_quality_and_stars(
         Number of the brightest stars fitted with a Moffat profile.
     threshold : float
         Detection threshold (sigma) when *stars* is not given.
+    register_max_stars : int, optional
+        Also return the registration star list with this many stars at most.
 
     Returns
     -------
     quality : FrameQuality
     stars : StarTable
         The stars measured (detected here unless given).
+    register_stars : StarTable or None
+        The registration list, when *register_max_stars* is given and *stars* is not.
     """
     data = np.asarray(image, dtype=np.float32)
     q = FrameQuality(name=name)
     sky = background(data)
     bkg, level = sky[0], sky[1]
     q.background = level
-    q.noise = estimate_noise(data, bkg, max_samples=500_000)
+    q.noise = estimate_noise(data, bkg)
+    reg_stars = None
     if stars is None:
-        stars = detect_stars(
-            data, threshold=threshold, max_stars=500, saturation=saturation,
-            max_ellipticity=None, sky=sky,
-        )  # fmt: skip
+        cuts = [(500, None)] + ([] if register_max_stars is None else [(register_max_stars, 0.5)])
+        lists = detect_star_lists(data, cuts, threshold=threshold, saturation=saturation, sky=sky)
+        stars = lists[0]
+        reg_stars = lists[1] if len(lists) > 1 else None
     q.n_stars = len(stars)
     if len(stars) == 0:
-        return q, stars
+        return q, stars, reg_stars
     q.hfd = float(np.median(stars.hfd))
     sub = data - bkg
     ny, nx = sub.shape
@@ -421,7 +320,7 @@ def measure_quality_and_stars(
         area = np.pi * np.maximum(top.hfd, 1.0) ** 2
         q.snr = float(np.median(top.flux / (q.noise * np.sqrt(area))))
         q.signal_weight = float(np.sum(np.maximum(stars.flux, 0)) / q.noise)
-    return q, stars
+    return q, stars, reg_stars
 
 
 def _robust(values: np.ndarray) -> tuple[float, float]:

@@ -26,7 +26,6 @@ __all__ = [
     "Registration",
     "pick_reference",
     "register_frame",
-    "registration_stars",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,32 +120,6 @@ class Reference:
         data = np.asarray(image, dtype=np.float32)
         stars = detect_stars(data, threshold=threshold, max_stars=max_stars, saturation=saturation)
         return cls(stars=stars, phase_image=prepare_for_phase(data) if phase else None, name=name)
-
-
-def registration_stars(
-    stars: StarTable, max_stars: int = 200, max_ellipticity: float = 0.5, detected_limit: int = 500
-) -> StarTable | None:
-    """The registration star list from a frame's quality stars (detect once per frame).
-
-    *stars* come from :func:`~astrostack.register.quality.measure_quality_and_stars`
-    (no ellipticity cut, at most *detected_limit*, brightest first).  The stars with
-    ``ellipticity <= max_ellipticity`` are kept, brightest first, at most *max_stars*;
-    ``n_rejected['elongated']`` counts the others (the trailed-frame test of
-    :func:`register_frame` uses it).
-
-    Returns
-    -------
-    StarTable or None
-        ``None`` when the quality list was truncated and too few round stars remain
-        to fill *max_stars*: then detect again with :func:`detect_stars`.
-    """
-    round_ = stars.ellipticity <= max_ellipticity
-    kept = np.flatnonzero(round_)
-    if kept.size < max_stars and len(stars) >= detected_limit:
-        return None
-    out = stars.select(kept[: max(int(max_stars), 0)])
-    out.n_rejected["elongated"] = int((~round_).sum())
-    return out
 
 
 def _as_reference(reference: np.ndarray | StarTable | Reference) -> Reference:

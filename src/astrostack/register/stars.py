@@ -12,6 +12,7 @@ pixel centres at integers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -26,6 +27,7 @@ __all__ = [
     "background",
     "bayer_green_mask",
     "binned_to_native",
+    "detect_star_lists",
     "detect_stars",
     "luminance",
 ]
@@ -299,6 +301,39 @@ def detect_stars(
     StarTable
         Brightest first; ``n_rejected`` counts the detections dropped by each test.
     """
+    return detect_star_lists(
+        image, [(max_stars, max_ellipticity)], threshold=threshold, saturation=saturation,
+        min_fwhm=min_fwhm, border=border, min_area=min_area, background_box=background_box,
+        max_size_ratio=max_size_ratio, bin2=bin2, sky=sky,
+    )[0]  # fmt: skip
+
+
+def detect_star_lists(
+    image: np.ndarray,
+    cuts: Sequence[tuple[int, float | None]],
+    *,
+    threshold: float = 5.0,
+    saturation: float | None = None,
+    min_fwhm: float = 1.0,
+    border: int = 8,
+    min_area: int = 5,
+    background_box: int = 64,
+    max_size_ratio: float = 3.0,
+    bin2: bool | None = None,
+    sky: tuple[np.ndarray, float, float] | None = None,
+) -> list[StarTable]:
+    """Several star lists from one extraction: one per ``(max_stars, max_ellipticity)``.
+
+    Each list is exactly what :func:`detect_stars` returns with those two arguments
+    and the others given here; the background and the sep extraction (most of the
+    work) are done once.  The quality pass uses it to get its own list (no
+    ellipticity cut) and the registration's in one go.
+
+    Returns
+    -------
+    list of StarTable
+        In the order of *cuts*.
+    """
     data = _check_image(image)
     ny, nx = data.shape
     finite = np.isfinite(data)
@@ -322,7 +357,7 @@ def detect_stars(
     else:
         bkg_d, level, rms_d = background(det, box=box)
     if not np.isfinite(rms_d) or rms_d <= 0:
-        return StarTable.empty((ny, nx))
+        return [StarTable.empty((ny, nx)) for _ in cuts]
     sub_d = det - bkg_d
     objs = None
     thresh = float(threshold)
@@ -339,7 +374,7 @@ def detect_stars(
             logger.debug("sep.extract failed at %.1f sigma (%s); raising threshold", thresh, exc)
             thresh *= 2.0
     if objs is None or len(objs) == 0:
-        return StarTable.empty((ny, nx))
+        return [StarTable.empty((ny, nx)) for _ in cuts]
     if bin2:
         sub = cv2.resize(bkg_d, (2 * hx, 2 * hy), interpolation=cv2.INTER_LINEAR)
         if sub.shape != (ny, nx):  # odd size: repeat the last row / column
@@ -372,6 +407,32 @@ def detect_stars(
     cols["flag"] = cols["flag"].astype(np.int32)
     cols["ell"] = 1.0 - cols["b"] / cols["a"]
 
+    return [
+        _select_stars(
+            cols, sub, (ny, nx), level, rms, max_stars=n, saturation=saturation,
+            min_fwhm=min_fwhm, max_ellipticity=e, border=border, max_size_ratio=max_size_ratio,
+        )
+        for n, e in cuts
+    ]  # fmt: skip
+
+
+def _select_stars(
+    cols: dict[str, np.ndarray],
+    sub: np.ndarray,
+    shape: tuple[int, int],
+    level: float,
+    rms: float,
+    *,
+    max_stars: int,
+    saturation: float | None,
+    min_fwhm: float,
+    max_ellipticity: float | None,
+    border: int,
+    max_size_ratio: float,
+) -> StarTable:
+    """Filter and measure extracted candidates into a star table (*cols* is not modified)."""
+    ny, nx = shape
+    cols = dict(cols)
     rejected: dict[str, int] = {}
 
     def apply(keep: np.ndarray, reason: str) -> None:

@@ -298,7 +298,8 @@ def stack_frames(
     names = [str(src.path) for _, src in kept]
     info = None if frame_info is None else [frame_info[i] for i, _ in kept]
     norm = compute_normalization(stats, ref_pos, normalization, _flux_scales(info))
-    noise = np.stack([st.noise for st in stats])
+    # noise weights use the block-scale noise: interpolation smoothing does not fool it
+    noise = np.stack([st.noise if st.block_noise is None else st.block_noise for st in stats])
     weights = compute_weights(weighting, noise, norm.scales, info, ref_pos, names)
     if normalization == "local":  # map onto the background the weighted stack averages
         norm = compute_normalization(

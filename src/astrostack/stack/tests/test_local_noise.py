@@ -24,9 +24,11 @@ MAD = 1.482602218505602
 def _block_noise(resid: np.ndarray, block: int) -> float:
     """Per-pixel-equivalent noise of ``block`` x ``block`` block means (robust)."""
     h, w = resid.shape
-    means = resid[: h // block * block, : w // block * block].reshape(
-        h // block, block, w // block, block
-    ).mean(axis=(1, 3))
+    means = (
+        resid[: h // block * block, : w // block * block]
+        .reshape(h // block, block, w // block, block)
+        .mean(axis=(1, 3))
+    )
     return float(block * MAD * np.median(np.abs(means - np.median(means))))
 
 
