@@ -1,7 +1,8 @@
 """Per-frame quality: stars, PSF (FWHM, roundness), background, noise, signal; outliers.
 
-- **FWHM / eccentricity** come from elliptical Moffat fits
-  (``scipy.optimize.least_squares``) to cutouts of the brightest unsaturated stars;
+- **FWHM / eccentricity** come from elliptical Moffat fits (a compiled
+  Levenberg-Marquardt with the analytic Jacobian) to cutouts of the brightest
+  unsaturated stars;
   the frame value is the median.  FWHM is the geometric mean of the major and
   minor FWHM; eccentricity is ``sqrt(1 - (minor / major)**2)``.
 - **HFD** is the median half-flux diameter from ``sep.flux_radius``.
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import least_squares
+from numba import njit
 
 from ..io.atomic import atomic_path
 from .stars import StarTable, background, detect_star_lists
@@ -88,17 +89,107 @@ def _mad_sigma(d: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(d - med)) / np.sqrt(2.0))
 
 
-def _moffat_residual(p, xx, yy, z):
-    amp, x0, y0, ax, ay, th, beta, bg = p
+@njit(cache=True, nogil=True, fastmath=False)
+def _moffat_eval(z, p, jac, res):  # pragma: no cover - compiled
+    """Residuals ``model - z`` (into *res*) and their Jacobian (into *jac*); returns the cost."""
+    amp, x0, y0, ax, ay, th, beta, bg = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
     c, s = np.cos(th), np.sin(th)
-    dx, dy = xx - x0, yy - y0
-    u = (dx * c + dy * s) / ax
-    v = (-dx * s + dy * c) / ay
-    return (amp * (1.0 + u * u + v * v) ** (-beta) + bg - z).ravel()
+    ny, nx = z.shape
+    cost = 0.0
+    k = 0
+    for yi in range(ny):
+        dy = yi - y0
+        for xi in range(nx):
+            dx = xi - x0
+            u = (dx * c + dy * s) / ax
+            v = (-dx * s + dy * c) / ay
+            d = 1.0 + u * u + v * v
+            f = d ** (-beta)
+            r = amp * f + bg - z[yi, xi]
+            res[k] = r
+            cost += r * r
+            g = -amp * beta * f / d  # d model / d D
+            jac[k, 0] = f
+            jac[k, 1] = g * 2.0 * (-u * c / ax + v * s / ay)
+            jac[k, 2] = g * 2.0 * (-u * s / ax - v * c / ay)
+            jac[k, 3] = g * 2.0 * (-u * u / ax)
+            jac[k, 4] = g * 2.0 * (-v * v / ay)
+            jac[k, 5] = g * 2.0 * (u * v * ay / ax - v * u * ax / ay)
+            jac[k, 6] = -amp * f * np.log(d)
+            jac[k, 7] = 1.0
+            k += 1
+    return 0.5 * cost
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def _moffat_lm(z, p0, lo, hi, max_iter, tol):  # pragma: no cover - compiled
+    """Bounded Levenberg-Marquardt fit of an elliptical Moffat profile to ``z``.
+
+    Marquardt's diagonal scaling (scale-invariant steps); a step leaving the bounds
+    is clipped to them.  Returns ``(params, converged)``.
+    """
+    m = z.size
+    npar = 8
+    p = p0.copy()
+    jac = np.empty((m, npar))
+    res = np.empty(m)
+    jac_t = np.empty((m, npar))
+    res_t = np.empty(m)
+    cost = _moffat_eval(z, p, jac, res)
+    lam = 1e-3
+    converged = False
+    for _ in range(max_iter):
+        a = jac.T @ jac
+        g = jac.T @ res
+        trial = p.copy()
+        improved = False
+        for _inner in range(12):
+            h = a.copy()
+            for i in range(npar):
+                h[i, i] += lam * max(a[i, i], 1e-12)
+            ok = True
+            try:
+                step = np.linalg.solve(h, -g)
+            except Exception:  # singular: damp harder
+                ok = False
+                step = np.zeros(npar)
+            if ok:
+                for i in range(npar):
+                    trial[i] = min(max(p[i] + step[i], lo[i]), hi[i])
+                new_cost = _moffat_eval(z, trial, jac_t, res_t)
+                if np.isfinite(new_cost) and new_cost < cost:
+                    rel = (cost - new_cost) / max(cost, 1e-300)
+                    small = True
+                    for i in range(npar):
+                        if abs(trial[i] - p[i]) > tol * (abs(p[i]) + tol):
+                            small = False
+                    p[:] = trial
+                    jac[:, :] = jac_t
+                    res[:] = res_t
+                    cost = new_cost
+                    lam = max(lam / 3.0, 1e-12)
+                    improved = True
+                    if rel < tol or small:
+                        converged = True
+                    break
+            lam *= 4.0
+            if lam > 1e12:
+                break
+        if not improved:
+            # no descent from here: a minimum within the damping limits
+            converged = bool(np.isfinite(cost))
+            break
+        if converged:
+            break
+    return p, converged
 
 
 def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | None:
     """Fit an elliptical Moffat profile to a star cutout.
+
+    The model is ``amp * (1 + u^2 + v^2)^(-beta) + bg`` with ``u, v`` the rotated,
+    scaled offsets from the centre; it is fitted by a compiled, bounded
+    Levenberg-Marquardt with the analytic Jacobian.
 
     Parameters
     ----------
@@ -113,43 +204,31 @@ def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | N
         ``x``, ``y``, ``fwhm_major``, ``fwhm_minor``, ``fwhm`` (geometric mean),
         ``beta``, ``theta`` and ``amplitude``, or ``None`` if the fit failed.
     """
-    z = np.asarray(cutout, dtype=np.float64)
-    if not np.all(np.isfinite(z)):
+    z = np.ascontiguousarray(cutout, dtype=np.float64)
+    if z.ndim != 2 or not np.all(np.isfinite(z)):
         return None
-    yy, xx = np.mgrid[0 : z.shape[0], 0 : z.shape[1]].astype(np.float64)
     amp0 = float(z.max())
     if amp0 <= 0:
         return None
-    p0 = [amp0, x0, y0, 2.0, 2.0, 0.0, 3.0, 0.0]
-    lo = [0.0, x0 - 3, y0 - 3, 0.2, 0.2, -np.pi, 1.01, -np.inf]
-    hi = [np.inf, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, np.inf]
-    try:
-        r = least_squares(
-            _moffat_residual,
-            p0,
-            bounds=(lo, hi),
-            args=(xx, yy, z),
-            x_scale="jac",
-            max_nfev=100,
-            ftol=1e-6,
-            xtol=1e-6,
-        )
-    except (ValueError, np.linalg.LinAlgError):
+    big = 1e300
+    p0 = np.array([amp0, x0, y0, 2.0, 2.0, 0.0, 3.0, 0.0])
+    lo = np.array([0.0, x0 - 3, y0 - 3, 0.2, 0.2, -np.pi, 1.01, -big])
+    hi = np.array([big, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, big])
+    p, ok = _moffat_lm(z, p0, lo, hi, 100, 1e-6)
+    if not ok or not np.all(np.isfinite(p)):
         return None
-    if not r.success:
-        return None
-    amp, x, y, ax, ay, th, beta, _bg = r.x
+    amp, x, y, ax, ay, th, beta, _bg = (float(v) for v in p)
     k = 2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0)
     f1, f2 = k * ax, k * ay
     return {
-        "x": float(x),
-        "y": float(y),
+        "x": x,
+        "y": y,
         "fwhm_major": float(max(f1, f2)),
         "fwhm_minor": float(min(f1, f2)),
         "fwhm": float(np.sqrt(f1 * f2)),
-        "beta": float(beta),
-        "theta": float(th),
-        "amplitude": float(amp),
+        "beta": beta,
+        "theta": th,
+        "amplitude": amp,
     }
 
 
