@@ -1,8 +1,8 @@
 """Per-frame quality: stars, PSF (FWHM, roundness), background, noise, signal; outliers.
 
-- **FWHM / eccentricity** come from elliptical Moffat fits (a compiled
-  Levenberg-Marquardt with the analytic Jacobian) to cutouts of the brightest
-  unsaturated stars;
+- **FWHM / eccentricity** come from elliptical Moffat fits
+  (``scipy.optimize.least_squares``; compiled residuals and analytic Jacobian)
+  to cutouts of the brightest unsaturated stars;
   the frame value is the median.  FWHM is the geometric mean of the major and
   minor FWHM; eccentricity is ``sqrt(1 - (minor / major)**2)``.
 - **HFD** is the median half-flux diameter from ``sep.flux_radius``.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+from scipy.optimize import least_squares
 
 from ..io.atomic import atomic_path
 from .stars import StarTable, background, detect_star_lists
@@ -89,13 +90,14 @@ def _mad_sigma(d: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(d - med)) / np.sqrt(2.0))
 
 
-@njit(cache=True, nogil=True, fastmath=False)
-def _moffat_eval(z, p, jac, res):  # pragma: no cover - compiled
-    """Residuals ``model - z`` (into *res*) and their Jacobian (into *jac*); returns the cost."""
+@njit(cache=True, nogil=True)
+def _moffat_eval(z, p, want_jac):  # pragma: no cover - compiled
+    """Residuals ``model - z`` (raveled) and, with *want_jac*, their analytic Jacobian."""
     amp, x0, y0, ax, ay, th, beta, bg = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
     c, s = np.cos(th), np.sin(th)
     ny, nx = z.shape
-    cost = 0.0
+    res = np.empty(ny * nx)
+    jac = np.empty((ny * nx if want_jac else 0, 8))
     k = 0
     for yi in range(ny):
         dy = yi - y0
@@ -105,91 +107,31 @@ def _moffat_eval(z, p, jac, res):  # pragma: no cover - compiled
             v = (-dx * s + dy * c) / ay
             d = 1.0 + u * u + v * v
             f = d ** (-beta)
-            r = amp * f + bg - z[yi, xi]
-            res[k] = r
-            cost += r * r
-            g = -amp * beta * f / d  # d model / d D
-            jac[k, 0] = f
-            jac[k, 1] = g * 2.0 * (-u * c / ax + v * s / ay)
-            jac[k, 2] = g * 2.0 * (-u * s / ax - v * c / ay)
-            jac[k, 3] = g * 2.0 * (-u * u / ax)
-            jac[k, 4] = g * 2.0 * (-v * v / ay)
-            jac[k, 5] = g * 2.0 * (u * v * ay / ax - v * u * ax / ay)
-            jac[k, 6] = -amp * f * np.log(d)
-            jac[k, 7] = 1.0
+            res[k] = amp * f + bg - z[yi, xi]
+            if want_jac:
+                g = -amp * beta * f / d  # d model / d D
+                jac[k, 0] = f
+                jac[k, 1] = g * 2.0 * (-u * c / ax + v * s / ay)
+                jac[k, 2] = g * 2.0 * (-u * s / ax - v * c / ay)
+                jac[k, 3] = g * 2.0 * (-u * u / ax)
+                jac[k, 4] = g * 2.0 * (-v * v / ay)
+                jac[k, 5] = g * 2.0 * (u * v * ay / ax - v * u * ax / ay)
+                jac[k, 6] = -amp * f * np.log(d)
+                jac[k, 7] = 1.0
             k += 1
-    return 0.5 * cost
+    return res, jac
 
 
-@njit(cache=True, nogil=True, fastmath=False)
-def _moffat_lm(z, p0, lo, hi, max_iter, tol):  # pragma: no cover - compiled
-    """Bounded Levenberg-Marquardt fit of an elliptical Moffat profile to ``z``.
+def _moffat_residual(p, z):
+    return _moffat_eval(z, np.asarray(p, dtype=np.float64), False)[0]
 
-    Marquardt's diagonal scaling (scale-invariant steps); a step leaving the bounds
-    is clipped to them.  Returns ``(params, converged)``.
-    """
-    m = z.size
-    npar = 8
-    p = p0.copy()
-    jac = np.empty((m, npar))
-    res = np.empty(m)
-    jac_t = np.empty((m, npar))
-    res_t = np.empty(m)
-    cost = _moffat_eval(z, p, jac, res)
-    lam = 1e-3
-    converged = False
-    for _ in range(max_iter):
-        a = jac.T @ jac
-        g = jac.T @ res
-        trial = p.copy()
-        improved = False
-        for _inner in range(12):
-            h = a.copy()
-            for i in range(npar):
-                h[i, i] += lam * max(a[i, i], 1e-12)
-            ok = True
-            try:
-                step = np.linalg.solve(h, -g)
-            except Exception:  # singular: damp harder
-                ok = False
-                step = np.zeros(npar)
-            if ok:
-                for i in range(npar):
-                    trial[i] = min(max(p[i] + step[i], lo[i]), hi[i])
-                new_cost = _moffat_eval(z, trial, jac_t, res_t)
-                if np.isfinite(new_cost) and new_cost < cost:
-                    rel = (cost - new_cost) / max(cost, 1e-300)
-                    small = True
-                    for i in range(npar):
-                        if abs(trial[i] - p[i]) > tol * (abs(p[i]) + tol):
-                            small = False
-                    p[:] = trial
-                    jac[:, :] = jac_t
-                    res[:] = res_t
-                    cost = new_cost
-                    lam = max(lam / 3.0, 1e-12)
-                    improved = True
-                    if rel < tol or small:
-                        converged = True
-                    break
-            lam *= 4.0
-            if lam > 1e12:
-                break
-        if not improved:
-            # no descent from here: a minimum within the damping limits
-            converged = bool(np.isfinite(cost))
-            break
-        if converged:
-            break
-    return p, converged
+
+def _moffat_jacobian(p, z):
+    return _moffat_eval(z, np.asarray(p, dtype=np.float64), True)[1]
 
 
 def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | None:
     """Fit an elliptical Moffat profile to a star cutout.
-
-    The model is ``amp * (1 + u^2 + v^2)^(-beta) + bg`` with ``u, v`` the rotated,
-    scaled offsets from the centre; it is fitted by a compiled, bounded
-    Levenberg-Marquardt with the analytic Jacobian.
 
     Parameters
     ----------
@@ -210,25 +152,37 @@ def fit_moffat(cutout: np.ndarray, x0: float, y0: float) -> dict[str, float] | N
     amp0 = float(z.max())
     if amp0 <= 0:
         return None
-    big = 1e300
-    p0 = np.array([amp0, x0, y0, 2.0, 2.0, 0.0, 3.0, 0.0])
-    lo = np.array([0.0, x0 - 3, y0 - 3, 0.2, 0.2, -np.pi, 1.01, -big])
-    hi = np.array([big, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, big])
-    p, ok = _moffat_lm(z, p0, lo, hi, 100, 1e-6)
-    if not ok or not np.all(np.isfinite(p)):
+    p0 = [amp0, x0, y0, 2.0, 2.0, 0.0, 3.0, 0.0]
+    lo = [0.0, x0 - 3, y0 - 3, 0.2, 0.2, -np.pi, 1.01, -np.inf]
+    hi = [np.inf, x0 + 3, y0 + 3, 50.0, 50.0, np.pi, 30.0, np.inf]
+    try:
+        r = least_squares(
+            _moffat_residual,
+            p0,
+            jac=_moffat_jacobian,
+            bounds=(lo, hi),
+            args=(z,),
+            x_scale="jac",
+            max_nfev=100,
+            ftol=1e-6,
+            xtol=1e-6,
+        )
+    except (ValueError, np.linalg.LinAlgError):
         return None
-    amp, x, y, ax, ay, th, beta, _bg = (float(v) for v in p)
+    if not r.success:
+        return None
+    amp, x, y, ax, ay, th, beta, _bg = r.x
     k = 2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0)
     f1, f2 = k * ax, k * ay
     return {
-        "x": x,
-        "y": y,
+        "x": float(x),
+        "y": float(y),
         "fwhm_major": float(max(f1, f2)),
         "fwhm_minor": float(min(f1, f2)),
         "fwhm": float(np.sqrt(f1 * f2)),
-        "beta": beta,
-        "theta": th,
-        "amplitude": amp,
+        "beta": float(beta),
+        "theta": float(th),
+        "amplitude": float(amp),
     }
 
 
@@ -355,7 +309,7 @@ def measure_quality_and_stars(
     sky = background(data)
     bkg, level = sky[0], sky[1]
     q.background = level
-    q.noise = estimate_noise(data, bkg)
+    q.noise = estimate_noise(data, bkg, max_samples=500_000)
     reg_stars = None
     if stars is None:
         cuts = [(500, None)] + ([] if register_max_stars is None else [(register_max_stars, 0.5)])

@@ -406,11 +406,15 @@ def detect_star_lists(
     cols = {n: np.asarray(v, dtype=np.float64) for n, v in cols.items()}
     cols["flag"] = cols["flag"].astype(np.int32)
     cols["ell"] = 1.0 - cols["b"] / cols["a"]
+    # the first-pass half-flux radii are shared by the cuts (each candidate measured once)
+    cols["_idx"] = np.arange(cols["x"].size, dtype=np.int64)
+    memo = (np.zeros(cols["x"].size, dtype=bool), np.full(cols["x"].size, np.nan))
 
     return [
         _select_stars(
             cols, sub, (ny, nx), level, rms, max_stars=n, saturation=saturation,
             min_fwhm=min_fwhm, max_ellipticity=e, border=border, max_size_ratio=max_size_ratio,
+            hfd_memo=memo,
         )
         for n, e in cuts
     ]  # fmt: skip
@@ -429,8 +433,13 @@ def _select_stars(
     max_ellipticity: float | None,
     border: int,
     max_size_ratio: float,
+    hfd_memo: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> StarTable:
-    """Filter and measure extracted candidates into a star table (*cols* is not modified)."""
+    """Filter and measure extracted candidates into a star table (*cols* is not modified).
+
+    *hfd_memo* (``known``, ``hfd``), indexed by the ``_idx`` column, keeps the
+    first-pass HFD of candidates already measured by another cut.
+    """
     ny, nx = shape
     cols = dict(cols)
     rejected: dict[str, int] = {}
@@ -460,8 +469,20 @@ def _select_stars(
             cols[n] = cols[n][top]
     # Half-flux radius, then hot-pixel test: a single pixel has r50 well below 0.5 px.
     rmax = np.clip(6.0 * cols["a"], 3.0, 40.0)
-    r50, _ = sep.flux_radius(sub, cols["x"], cols["y"], rmax, 0.5, subpix=5)
-    cols["hfd"] = 2.0 * np.asarray(r50, dtype=np.float64)
+    if hfd_memo is None or "_idx" not in cols:
+        r50, _ = sep.flux_radius(sub, cols["x"], cols["y"], rmax, 0.5, subpix=5)
+        cols["hfd"] = 2.0 * np.asarray(r50, dtype=np.float64)
+    else:
+        known, memo_hfd = hfd_memo
+        idx = cols["_idx"]
+        todo = ~known[idx]
+        if todo.any():
+            r50, _ = sep.flux_radius(
+                sub, cols["x"][todo], cols["y"][todo], rmax[todo], 0.5, subpix=5
+            )
+            memo_hfd[idx[todo]] = 2.0 * np.asarray(r50, dtype=np.float64)
+            known[idx[todo]] = True
+        cols["hfd"] = memo_hfd[idx]
     apply(np.isfinite(cols["hfd"]) & (cols["hfd"] >= min_fwhm) & (cols["flux"] > 0), "too_sharp")
     # Extended objects (galaxy cores, nebula knots) are much larger than the stars.
     if cols["x"].size >= 5:
