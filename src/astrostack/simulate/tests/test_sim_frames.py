@@ -135,7 +135,7 @@ def test_noise_statistics_of_a_light(hard_small):
     assert len(truth.cosmic_rays) > 0
     x, y, e = truth.cosmic_rays[np.argmax(truth.cosmic_rays[:, 2])]
     assert resid[int(y), int(x)] == pytest.approx(
-        e, abs=6 * np.sqrt(expected_e[int(y), int(x)] + 50)
+        e, abs=float(6 * np.sqrt(expected_e[int(y), int(x)] + 50))
     )
 
 
