@@ -155,6 +155,7 @@ def write_group_outputs(
         frame_info=frame_info,
         sigma_low=st.sigma_low,
         sigma_high=st.sigma_high,
+        stats_cache=output / "cache" / "stackstats",
     )
     by_path = {str(Path(f.reg_path)): f for f in used}
     for rec in res.frames:

@@ -14,7 +14,9 @@ A frame that cannot be read or is unusable is skipped and reported in
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -168,6 +170,23 @@ def _concurrent(scheduler: str) -> bool:
         return False
 
 
+def _stats_path(
+    folder: str | Path | None, src: FrameSource, ref_src: FrameSource, tile: int
+) -> Path | None:
+    """Cache file of *src*'s statistics, or None when it cannot be keyed (in-memory)."""
+    if folder is None or src.path is None or ref_src.path is None:
+        return None
+    parts = [f"tile={tile}", "v1"]
+    for path in (Path(src.path), Path(ref_src.path)):
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        parts.append(f"{path.resolve()}|{info.st_size}|{info.st_mtime_ns}")
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    return Path(folder) / f"{key}.pkl"
+
+
 def stack_frames(
     sources: Sequence[FrameSource | str | Path],
     method: str = "auto",
@@ -179,6 +198,7 @@ def stack_frames(
     frame_info: Sequence[Any] | None = None,
     tile: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    stats_cache: str | Path | None = None,
     **kernel_params: Any,
 ) -> StackResult:
     """Integrate registered (and calibrated) frames.
@@ -212,6 +232,11 @@ def stack_frames(
         Background tile size for statistics and ``local`` normalisation.
     progress : callable, optional
         ``progress(stage, done, total)`` with stage ``'measure'`` or ``'combine'``.
+    stats_cache : path, optional
+        Folder where each file frame's statistics (the first pass) are kept, keyed by
+        the frame's and the reference's path, size and modification time and the tile
+        size: re-stacking the same frames with other rejection or weighting settings
+        then reads each frame once, in the combine pass only.
     **kernel_params
         Rejection parameters (``sigma_low``, ``sigma_high``, ...).
 
@@ -264,7 +289,20 @@ def stack_frames(
                 "register it onto the reference grid"
             )
             raise ValueError(msg)
-        return measure_frame(src, tile=tile, star_mask=star_mask, make_mask=star_mask is None)
+        cached = _stats_path(stats_cache, src, ref_src, tile)
+        if cached is not None and cached.is_file():
+            try:
+                with open(cached, "rb") as fh:
+                    st = pickle.load(fh)
+                if st.star_mask is not None or star_mask is not None:
+                    return st
+            except (OSError, EOFError, pickle.UnpicklingError, AttributeError) as exc:
+                logger.warning("ignoring unreadable statistics cache %s: %s", cached, exc)
+        st = measure_frame(src, tile=tile, star_mask=star_mask, make_mask=star_mask is None)
+        if cached is not None:
+            with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
+                pickle.dump(st, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return st
 
     # once the reference has given the mask, the other frames are measured two at a
     # time (results taken in order, so the outcome does not depend on thread timing)

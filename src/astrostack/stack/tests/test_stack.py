@@ -280,3 +280,37 @@ def test_colour_frames_per_channel():
         # 8 frames, the hazy one weighted ~1/4: ideal sigma / sqrt(7.25)
         assert noise < 1.1 * SIGMA / np.sqrt(7.25), (c, noise)
         assert abs(np.median(res.image[c] - truth[c])) < 0.3
+
+
+def test_statistics_cache_skips_the_measuring_pass(tmp_path, monkeypatch):
+    import astrostack.stack.integrate as integrate
+
+    rng = np.random.default_rng(5)
+    scene = stars(rng, n=20)
+    paths = []
+    for i, f in enumerate(frames(6, rng, scene)):
+        paths.append(tmp_path / f"f{i}.npy")
+        np.save(paths[-1], f)
+    cache = tmp_path / "stats"
+    first = stack_frames(paths, method="sigma", stats_cache=cache)
+    assert len(list(cache.glob("*.pkl"))) == 6
+    calls = []
+    real = integrate.measure_frame
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(integrate, "measure_frame", counted)
+    # Same frames, other rejection: no frame is measured again, normalisation is identical.
+    again = stack_frames(paths, method="winsorized", stats_cache=cache)
+    assert calls == []
+    np.testing.assert_array_equal(
+        [r.scale for r in again.frames], [r.scale for r in first.frames]
+    )
+    plain = stack_frames(paths, method="winsorized")
+    np.testing.assert_array_equal(again.image, plain.image)
+    # A rewritten frame (new mtime) is measured afresh, and only that one.
+    calls.clear()
+    np.save(paths[2], np.load(paths[2]) + 1.0)
+    stack_frames(paths, method="winsorized", stats_cache=cache)
+    assert len(calls) == 1
