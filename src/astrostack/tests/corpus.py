@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrostack.tests.dng import write_dng
+
 __all__ = [
     "BadInput",
     "FolderCase",
@@ -187,56 +189,6 @@ def star_field(
         img[y_lo:y_hi, x_lo:x_hi] += amp * np.exp(-sub / (2 * sigma**2))
     img += rng.normal(0, 8.0, size=shape).astype(np.float32)
     return np.clip(np.round(img), 0, 65535).astype(np.uint16)
-
-
-def write_dng(path: Path, mosaic: np.ndarray, pattern: str = "RGGB") -> Path:
-    """Write a real uncompressed DNG with pidng (a Bayer mosaic, 16-bit).
-
-    Parameters
-    ----------
-    path
-        Target ``.dng`` path.
-    mosaic
-        uint16 ``[y, x]``.
-    pattern
-        CFA pattern name.
-
-    Returns
-    -------
-    Path
-    """
-    from pidng.core import RAW2DNG
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
-    from pidng.dng import DNGTags, Tag
-
-    height, width = mosaic.shape
-    tags = DNGTags()
-    tags.set(Tag.ImageWidth, width)
-    tags.set(Tag.ImageLength, height)
-    tags.set(Tag.TileWidth, width)
-    tags.set(Tag.TileLength, height)
-    tags.set(Tag.Orientation, 1)
-    tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
-    tags.set(Tag.SamplesPerPixel, 1)
-    tags.set(Tag.BitsPerSample, 16)
-    tags.set(Tag.CFARepeatPatternDim, [2, 2])
-    tags.set(Tag.CFAPattern, getattr(CFAPattern, pattern))
-    tags.set(Tag.BlackLevel, 256)
-    tags.set(Tag.WhiteLevel, 65535)
-    identity = [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]
-    tags.set(Tag.ColorMatrix1, identity)
-    tags.set(Tag.CalibrationIlluminant1, CalibrationIlluminant.D65)
-    tags.set(Tag.AsShotNeutral, [[500, 1000], [1000, 1000], [800, 1000]])
-    tags.set(Tag.Make, "Synthetic")
-    tags.set(Tag.Model, "Mosaic")
-    tags.set(Tag.DNGVersion, DNGVersion.V1_4)
-    tags.set(Tag.DNGBackwardVersion, DNGVersion.V1_2)
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    writer.convert(
-        np.ascontiguousarray(mosaic, dtype=np.uint16), filename=str(path.with_suffix(""))
-    )
-    return path
 
 
 # ---------------------------------------------------------------------------------------

@@ -172,37 +172,11 @@ def test_tiff_rgb_to_cyx(tmp_path, rng, planar):
 
 
 def _write_dng(path, mosaic, pattern, black, white, neutral=(0.5, 1.0, 0.8), exposure=(1, 30)):
-    from pidng.core import RAW2DNG
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
-    from pidng.dng import DNGTags, Tag
+    from astrostack.tests.dng import write_dng
 
-    height, width = mosaic.shape
-    tags = DNGTags()
-    tags.set(Tag.ImageWidth, width)
-    tags.set(Tag.ImageLength, height)
-    tags.set(Tag.TileWidth, width)
-    tags.set(Tag.TileLength, height)
-    tags.set(Tag.Orientation, 1)
-    tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
-    tags.set(Tag.SamplesPerPixel, 1)
-    tags.set(Tag.BitsPerSample, 16)
-    tags.set(Tag.CFARepeatPatternDim, [2, 2])
-    tags.set(Tag.CFAPattern, getattr(CFAPattern, pattern))
-    tags.set(Tag.BlackLevel, black)
-    tags.set(Tag.WhiteLevel, white)
-    identity = [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]
-    tags.set(Tag.ColorMatrix1, identity)
-    tags.set(Tag.CalibrationIlluminant1, CalibrationIlluminant.D65)
-    tags.set(Tag.AsShotNeutral, [[int(n * 1000), 1000] for n in neutral])
-    tags.set(Tag.ExposureTime, [list(exposure)])
-    tags.set(Tag.Make, "Synthetic")
-    tags.set(Tag.Model, "Mosaic")
-    tags.set(Tag.DNGVersion, DNGVersion.V1_4)
-    tags.set(Tag.DNGBackwardVersion, DNGVersion.V1_2)
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    writer.convert(mosaic, filename=str(path.with_suffix("")))
-    return path
+    return write_dng(
+        path, mosaic, pattern, black=black, white=white, neutral=neutral, exposure=exposure
+    )
 
 
 @pytest.mark.parametrize("pattern", ["RGGB", "BGGR", "GRBG", "GBRG"])

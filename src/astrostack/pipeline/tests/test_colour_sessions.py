@@ -41,6 +41,7 @@ from astrostack.pipeline import run
 from astrostack.pipeline.colour import check_black_levels, finish_colour
 from astrostack.register.stars import detect_stars
 from astrostack.simulate import SessionConfig, load_truth, make_scene, render_sky, simulate_session
+from astrostack.tests.dng import write_dng
 
 SHARED = Path(__file__).resolve().parents[4] / ".." / "shared"
 SEESTAR = SHARED / "data" / "real" / "seestar-s50-m94"
@@ -219,42 +220,7 @@ def _flip_session(src: Path, dst: Path) -> None:
 
 def _write_dng(path: Path, mosaic: np.ndarray, cfa, dims, exposure: float, black) -> None:
     """Write a DNG; *black* is one level or one per cell of the 2x2 tile (row by row)."""
-    from pidng.core import RAW2DNG
-    from pidng.defs import CalibrationIlluminant, DNGVersion, PhotometricInterpretation
-    from pidng.dng import DNGTags, Tag
-
-    h, w = mosaic.shape
-    tags = DNGTags()
-    for tag, value in (
-        (Tag.ImageWidth, w),
-        (Tag.ImageLength, h),
-        (Tag.TileWidth, w),
-        (Tag.TileLength, h),
-        (Tag.Orientation, 1),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1),
-        (Tag.BitsPerSample, 16),
-        (Tag.CFARepeatPatternDim, list(dims)),
-        (Tag.CFAPattern, list(cfa)),
-        *([(Tag.BlackLevelRepeatDim, [2, 2])] if np.ndim(black) else []),
-        (Tag.BlackLevel, [int(b) for b in black] if np.ndim(black) else int(black)),
-        (Tag.WhiteLevel, 65535),
-        (
-            Tag.ColorMatrix1,
-            [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]],
-        ),
-        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-        (Tag.AsShotNeutral, [[500, 1000], [1000, 1000], [800, 1000]]),
-        (Tag.ExposureTime, [[max(round(exposure * 1000), 1), 1000]]),
-        (Tag.Make, "Synthetic"),
-        (Tag.Model, "Mosaic"),
-        (Tag.DNGVersion, DNGVersion.V1_4),
-        (Tag.DNGBackwardVersion, DNGVersion.V1_2),
-    ):
-        tags.set(tag, value)
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    writer.convert(mosaic, filename=str(path.with_suffix("")))
+    write_dng(path, mosaic, cfa=cfa, dims=dims, exposure=exposure, black=black)
 
 
 _CFA_CODE = {"R": 0, "G": 1, "B": 2}
