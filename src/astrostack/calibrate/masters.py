@@ -319,6 +319,34 @@ def _as_bias(master_bias: Master | float | None, shape: tuple[int, ...]) -> Mast
     )
 
 
+def _assemble(
+    kind: str,
+    data: np.ndarray,
+    frames: list,
+    method: str,
+    digest: str,
+    common: dict,
+    extra: dict,
+    skipped: list,
+    includes_bias: bool = False,
+) -> Master:
+    """The :class:`Master` of *kind* combined from *frames*, with its provenance header."""
+    return Master(
+        data=data,
+        kind=kind,
+        n_frames=len(frames),
+        exposure=common["exposure"],
+        temperature=common["temperature"],
+        bayer=common["bayer"],
+        includes_bias=includes_bias,
+        method=method,
+        digest=digest,
+        header=_header(kind, len(frames), method, common, digest, extra),
+        inputs=[g.path for g in frames],
+        skipped=skipped,
+    )
+
+
 def _options(sigma_low: float, sigma_high: float, combine_options: dict | None) -> dict:
     opts = {"sigma_low": float(sigma_low), "sigma_high": float(sigma_high)}
     opts.update(combine_options or {})
@@ -367,19 +395,7 @@ def build_master_bias(
     common = _common_meta(good)
     extra = {"ASSIGLO": opts["sigma_low"], "ASSIGHI": opts["sigma_high"]}
     logger.info("master bias: %d frames, %s, %d skipped", len(good), method, len(skipped))
-    return Master(
-        data=data,
-        kind="bias",
-        n_frames=len(good),
-        exposure=common["exposure"],
-        temperature=common["temperature"],
-        bayer=common["bayer"],
-        method=method,
-        digest=digest,
-        header=_header("bias", len(good), method, common, digest, extra),
-        inputs=[g.path for g in good],
-        skipped=skipped,
-    )
+    return _assemble("bias", data, good, method, digest, common, extra, skipped)
 
 
 def build_master_dark(
@@ -448,20 +464,10 @@ def build_master_dark(
         "offset included" if master_bias is None else "offset removed",
         len(skipped),
     )
-    return Master(
-        data=data,
-        kind=kind,
-        n_frames=len(good),
-        exposure=common["exposure"],
-        temperature=common["temperature"],
-        bayer=common["bayer"],
+    return _assemble(
+        kind, data, good, method, digest, common, extra, skipped,
         includes_bias=master_bias is None,
-        method=method,
-        digest=digest,
-        header=_header(kind, len(good), method, common, digest, extra),
-        inputs=[g.path for g in good],
-        skipped=skipped,
-    )
+    )  # fmt: skip
 
 
 def build_master_darkflat(
@@ -643,18 +649,8 @@ def build_master_flat(
         pre_what,
         len(skipped),
     )
-    return Master(
-        data=data.astype(np.float32),
-        kind="flat",
-        n_frames=len(usable),
-        exposure=common["exposure"],
-        temperature=common["temperature"],
-        bayer=common["bayer"],
-        method=method,
-        digest=digest,
-        header=_header("flat", len(usable), method, common, digest, extra),
-        inputs=[g.path for g in usable],
-        skipped=skipped,
+    return _assemble(
+        "flat", data.astype(np.float32), usable, method, digest, common, extra, skipped
     )
 
 
