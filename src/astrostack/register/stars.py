@@ -5,6 +5,9 @@ extraction, windowed centroids (``sep.winpos``) and half-flux radii
 (``sep.flux_radius``).  Detections that are saturated, elongated, too sharp to be
 a star (hot pixels, cosmic rays) or too close to the edge are dropped.
 
+Frames above 16 megapixels are detected on their 2x2 mean and measured at full
+resolution on stamps cut around the candidates (see ``docs/registration.md``).
+
 Coordinates follow the package convention: ``x`` is the column, ``y`` the row,
 pixel centres at integers.
 """
@@ -19,6 +22,8 @@ import cv2
 import numpy as np
 import sep
 from scipy.spatial import cKDTree
+
+from .stamps import Residual, binned_detection_image
 
 __all__ = [
     "FLAG_SEP_MERGED",
@@ -40,6 +45,9 @@ FLAG_SEP_TRUNC = int(sep.OBJ_TRUNC)
 
 _GAUSS_SIGMA_TO_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 _PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+# sep's extraction pixel stack: sep allocates it on every call (~15 ms per million
+# entries), so extraction starts with sep's default and grows it only on overflow
+_PIXSTACK = 300_000
 
 
 @dataclass
@@ -308,6 +316,29 @@ def detect_stars(
     )[0]  # fmt: skip
 
 
+def _extract(
+    sub: np.ndarray, threshold: float, rms: float, mask: np.ndarray | None, minarea: int
+) -> np.ndarray | None:
+    """``sep.extract`` with sep's default pixel stack, grown (then the threshold
+    raised) when a crowded or nebulous frame overflows it."""
+    thresh = float(threshold)
+    pixstack = _PIXSTACK
+    big = max(_PIXSTACK, sub.size // 4)
+    sep.set_sub_object_limit(4096)
+    for _ in range(6):
+        sep.set_extract_pixstack(pixstack)
+        try:
+            return sep.extract(sub, thresh, err=rms, mask=mask, minarea=minarea, deblend_cont=0.005)
+        except Exception as exc:  # sep raises generic exceptions on buffer overflow
+            if pixstack < big:
+                logger.debug("sep.extract overflowed its pixel stack (%s); growing it", exc)
+                pixstack = big
+                continue
+            logger.debug("sep.extract failed at %.1f sigma (%s); raising threshold", thresh, exc)
+            thresh *= 2.0
+    return None
+
+
 def detect_star_lists(
     image: np.ndarray,
     cuts: Sequence[tuple[int, float | None]],
@@ -336,64 +367,48 @@ def detect_star_lists(
     """
     data = _check_image(image)
     ny, nx = data.shape
-    finite = np.isfinite(data)
-    mask = None if finite.all() else ~finite
-    if mask is not None:
-        data = np.where(finite, data, 0).astype(np.float32)
     if bin2 is None:
         bin2 = ny * nx > 16_000_000 and min(ny, nx) >= 64
     if bin2:
-        # detect on the 2x2 mean, measure on the full-resolution image
-        hy, hx = ny // 2, nx // 2
-        det = cv2.resize(data[: 2 * hy, : 2 * hx], (hx, hy), interpolation=cv2.INTER_AREA)
-        dmask = None if mask is None else (
-            mask[0 : 2 * hy : 2, 0 : 2 * hx : 2] | mask[1 : 2 * hy : 2, 1 : 2 * hx : 2]
-        )  # fmt: skip
-        box = max(8, background_box // 2)
+        # detect on the 2x2 mean, measure on the full-resolution image (on stamps)
+        sub_d, dmask, resid, level, rms_d = binned_detection_image(
+            data, max(8, background_box // 2)
+        )
     else:
-        det, dmask, box = data, mask, background_box
-    if sky is not None and not bin2 and np.shape(sky[0]) == det.shape:
-        bkg_d, level, rms_d = np.asarray(sky[0], dtype=np.float32), float(sky[1]), float(sky[2])
-    else:
-        bkg_d, level, rms_d = background(det, box=box)
+        finite = np.isfinite(data)
+        dmask = None if finite.all() else ~finite
+        if dmask is not None:
+            data = np.where(finite, data, 0).astype(np.float32)
+        if sky is not None and np.shape(sky[0]) == data.shape:
+            bkg_d = np.asarray(sky[0], dtype=np.float32)
+            level, rms_d = float(sky[1]), float(sky[2])
+        else:
+            bkg_d, level, rms_d = background(data, box=background_box)
+        sub_d = data - bkg_d
+        resid = Residual(sub=sub_d)
     if not np.isfinite(rms_d) or rms_d <= 0:
         return [StarTable.empty((ny, nx)) for _ in cuts]
-    sub_d = det - bkg_d
-    objs = None
-    thresh = float(threshold)
-    sep.set_extract_pixstack(max(300000, det.size // 4))
-    sep.set_sub_object_limit(4096)
-    for _ in range(5):
-        try:
-            objs = sep.extract(
-                sub_d, thresh, err=rms_d, mask=dmask,
-                minarea=max(2, min_area // 2) if bin2 else min_area, deblend_cont=0.005,
-            )  # fmt: skip
-            break
-        except Exception as exc:  # sep raises generic exceptions on buffer overflow
-            logger.debug("sep.extract failed at %.1f sigma (%s); raising threshold", thresh, exc)
-            thresh *= 2.0
+    minarea = max(2, min_area // 2) if bin2 else min_area
+    objs = _extract(sub_d, threshold, rms_d, dmask, minarea)
     if objs is None or len(objs) == 0:
         return [StarTable.empty((ny, nx)) for _ in cuts]
     if bin2:
-        sub = cv2.resize(bkg_d, (2 * hx, 2 * hy), interpolation=cv2.INTER_LINEAR)
-        if sub.shape != (ny, nx):  # odd size: repeat the last row / column
-            sub = np.pad(sub, ((0, ny - 2 * hy), (0, nx - 2 * hx)), mode="edge")
-        np.subtract(data, sub, out=sub)
         rms = 2.0 * rms_d  # the 2x2 mean halves white noise
         k = 2.0
         yb = np.clip(2 * objs["ypeak"], 0, ny - 2)
         xb = np.clip(2 * objs["xpeak"], 0, nx - 2)
         blocks = [(yb, xb), (yb + 1, xb), (yb, xb + 1), (yb + 1, xb + 1)]
-        raw_peak = np.max([data[yy, xx] for yy, xx in blocks], axis=0)
-        vals = np.array([sub[yy, xx] for yy, xx in blocks])
+        # NaN pixels (no data) are left out of the peak
+        raw_peak = np.fmax.reduce([data[yy, xx] for yy, xx in blocks])
+        ys, xs = (np.concatenate(v) for v in zip(*blocks, strict=True))
+        vals = resid.at(ys, xs).reshape(4, -1)
         best = np.argmax(vals, axis=0)
         peak = vals[best, np.arange(best.size)]
         # start from the full-resolution peak pixel (winpos refines it below)
         cols = {"x": xb + (best >= 2), "y": yb + (best % 2), "flux": 4.0 * objs["flux"],
                 "x_iso": 2.0 * objs["x"] + 0.5, "y_iso": 2.0 * objs["y"] + 0.5}  # fmt: skip
     else:
-        sub, rms, k = sub_d, rms_d, 1.0
+        rms, k = rms_d, 1.0
         ypk = np.clip(objs["ypeak"], 0, ny - 1)
         xpk = np.clip(objs["xpeak"], 0, nx - 1)
         raw_peak, peak = data[ypk, xpk], objs["peak"]
@@ -412,7 +427,7 @@ def detect_star_lists(
 
     return [
         _select_stars(
-            cols, sub, (ny, nx), level, rms, max_stars=n, saturation=saturation,
+            cols, resid, (ny, nx), level, rms, max_stars=n, saturation=saturation,
             min_fwhm=min_fwhm, max_ellipticity=e, border=border, max_size_ratio=max_size_ratio,
             hfd_memo=memo,
         )
@@ -422,7 +437,7 @@ def detect_star_lists(
 
 def _select_stars(
     cols: dict[str, np.ndarray],
-    sub: np.ndarray,
+    resid: Residual,
     shape: tuple[int, int],
     level: float,
     rms: float,
@@ -470,16 +485,14 @@ def _select_stars(
     # Half-flux radius, then hot-pixel test: a single pixel has r50 well below 0.5 px.
     rmax = np.clip(6.0 * cols["a"], 3.0, 40.0)
     if hfd_memo is None or "_idx" not in cols:
-        r50, _ = sep.flux_radius(sub, cols["x"], cols["y"], rmax, 0.5, subpix=5)
+        r50 = resid.flux_radius(cols["x"], cols["y"], rmax, 0.5, subpix=5)
         cols["hfd"] = 2.0 * np.asarray(r50, dtype=np.float64)
     else:
         known, memo_hfd = hfd_memo
         idx = cols["_idx"]
         todo = ~known[idx]
         if todo.any():
-            r50, _ = sep.flux_radius(
-                sub, cols["x"][todo], cols["y"][todo], rmax[todo], 0.5, subpix=5
-            )
+            r50 = resid.flux_radius(cols["x"][todo], cols["y"][todo], rmax[todo], 0.5, subpix=5)
             memo_hfd[idx[todo]] = 2.0 * np.asarray(r50, dtype=np.float64)
             known[idx[todo]] = True
         cols["hfd"] = memo_hfd[idx]
@@ -493,7 +506,10 @@ def _select_stars(
     order = np.argsort(-cols["flux"])[: max(int(max_stars), 0)]
     cols = {n: v[order] for n, v in cols.items()}
     sig = np.clip(cols["hfd"] / _GAUSS_SIGMA_TO_FWHM, 0.5, 20.0)
-    xw, yw, wflag = sep.winpos(sub, cols["x"], cols["y"], sig)
+    # the window (4 sigma) of a kept result lies within 2 sigma + 1 of the
+    # isophotal centre, itself near the start
+    drift = np.hypot(cols["x"] - cols["x_iso"], cols["y"] - cols["y_iso"])
+    xw, yw, wflag = resid.winpos(cols["x"], cols["y"], sig, 6.0 * sig + 2.0 + drift)
     # Windowed centroids of deblended neighbours drift towards each other: keep sep's.
     bad = (wflag != 0) | ~np.isfinite(xw) | ~np.isfinite(yw)
     bad |= (cols["flag"] & FLAG_SEP_MERGED) > 0
@@ -505,8 +521,7 @@ def _select_stars(
     # final HFD at the refined centre, in one aperture for all stars: 2x the median
     # first-pass HFD holds all the flux of a star without much noise
     rfin = float(np.clip(2.0 * np.median(cols["hfd"]), 4.0, 40.0))
-    r50, _ = sep.flux_radius(sub, cols["x"], cols["y"], np.full(cols["x"].size, rfin), 0.5,
-                             subpix=5)  # fmt: skip
+    r50 = resid.flux_radius(cols["x"], cols["y"], np.full(cols["x"].size, rfin), 0.5, subpix=5)
     cols["hfd"] = np.where(np.isfinite(r50), 2.0 * np.asarray(r50, dtype=np.float64), cols["hfd"])
     # Drop a detection lying within 1 px of a brighter one (split or doubled objects).
     if cols["x"].size > 1:
