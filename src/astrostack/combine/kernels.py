@@ -52,6 +52,8 @@ from .rejection import (
     IP_N_LOW,
     IP_STDFUNC,
     METHOD_CODES,
+    _as_stack,
+    _prepare_weights,
     combine_pixels,
     esd_critical_values,
 )
@@ -80,7 +82,6 @@ logger = logging.getLogger(__name__)
 #: Every method name accepted by :func:`combine` and :func:`get_combiner`.
 METHODS = (*METHOD_CODES, "auto")
 
-_MAX_FRAMES = 65535  # counts are uint16
 
 # Up to this many frames, a comparator network sorts blocks of pixels at once
 # (vectorised across pixels); above, each pixel is sorted alone (quicksort).  Measured
@@ -89,6 +90,21 @@ _MAX_FRAMES = 65535  # counts are uint16
 _NETWORK_MAX_FRAMES = 1024
 _BLOCK_VALUES = 65536
 _MAX_BLOCK = 256
+
+
+class _WeightMap:
+    """``CombineResult.weight``: the stored map or, unweighted (every value weighs 1),
+    ``count`` as float32, converted on first read: no 4-byte map repeating the count."""
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return None  # the dataclass default: derived from count
+        if obj.__dict__.get("_weight") is None:
+            obj.__dict__["_weight"] = obj.count.astype(np.float32)
+        return obj.__dict__["_weight"]
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__["_weight"] = value
 
 
 @dataclass
@@ -105,7 +121,9 @@ class CombineResult:
         uint16, number of values kept (0 where no data).
     weight : numpy.ndarray
         float32, sum of the weights of the kept values (frames count 1 each when
-        unweighted).
+        unweighted).  Built with ``weight=None`` (an unweighted combine), no map is
+        stored: it is ``count`` as float32, converted on first access
+        (:attr:`weight_stored` tells which).
     method : str
         The method actually used (``auto`` is resolved).
     parameters : dict
@@ -117,23 +135,35 @@ class CombineResult:
     rejected_low: np.ndarray
     rejected_high: np.ndarray
     count: np.ndarray
-    weight: np.ndarray
+    weight: np.ndarray | None = _WeightMap()  # type: ignore[assignment]
     method: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, shape: tuple[int, ...], method: str = "", parameters: dict | None = None):
-        """Full-size outputs for :func:`combine_into`: NaN image, zero counts and weights."""
+    def empty(
+        cls,
+        shape: tuple[int, ...],
+        method: str = "",
+        parameters: dict | None = None,
+        weight_map: bool = True,
+    ):
+        """Full-size outputs for :func:`combine_into`: NaN image, zero counts and weights
+        (no weight map with ``weight_map=False``: unweighted, it is derived from count)."""
         shape = tuple(int(s) for s in shape)
         return cls(
             image=np.full(shape, np.nan, dtype=np.float32),
             rejected_low=np.zeros(shape, dtype=np.uint16),
             rejected_high=np.zeros(shape, dtype=np.uint16),
             count=np.zeros(shape, dtype=np.uint16),
-            weight=np.zeros(shape, dtype=np.float32),
+            weight=np.zeros(shape, dtype=np.float32) if weight_map else None,
             method=method,
             parameters=dict(parameters or {}),
         )
+
+    @property
+    def weight_stored(self) -> bool:
+        """True when a weight map is held (False: ``weight`` is derived from ``count``)."""
+        return self.__dict__.get("_weight") is not None
 
     @property
     def rejected(self) -> np.ndarray:
@@ -150,38 +180,6 @@ class CombineResult:
         return lo / total, hi / total
 
 
-def _as_stack(stack: np.ndarray) -> np.ndarray:
-    arr = np.asarray(stack)
-    if arr.ndim < 1 or arr.shape[0] < 1:
-        msg = f"combine: stack must be [N, ...] with N >= 1 frames, got shape {arr.shape}"
-        raise ValueError(msg)
-    if arr.shape[0] > _MAX_FRAMES:
-        msg = f"combine: at most {_MAX_FRAMES} frames per stack (uint16 counts), got {arr.shape[0]}"
-        raise ValueError(msg)
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        msg = f"combine: stack must be real numbers (float32), got dtype {arr.dtype}"
-        raise ValueError(msg)
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _prepare_weights(weights, stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(per-frame float64 [N], per-pixel float32 [N, ...] or dummy, use_per_pixel)."""
-    n = stack.shape[0]
-    dummy = np.ones((1, 1, 1), dtype=np.float32)
-    if weights is None:
-        return np.ones(n, dtype=np.float64), dummy, False
-    w = np.asarray(weights)
-    if w.ndim == 1 and w.shape[0] == n:
-        return np.ascontiguousarray(w, dtype=np.float64), dummy, False
-    if w.shape == stack.shape:
-        return np.ones(n, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float32), True
-    msg = (
-        f"combine: weights must have shape ({n},) (one per frame) or {stack.shape} "
-        f"(one per pixel), got {w.shape}"
-    )
-    raise ValueError(msg)
-
-
 @functools.lru_cache(maxsize=16)
 def _esd_table(n_frames: int, significance: float) -> np.ndarray:
     table = esd_critical_values(n_frames, significance)
@@ -194,6 +192,9 @@ _NO_ESD = np.full(1, np.inf)
 _NO_ESD.setflags(write=False)
 _NO_NETWORK = np.zeros((0, 2), dtype=np.int64)
 _NO_NETWORK.setflags(write=False)
+
+
+_NO_WEIGHT_MAP = np.zeros(1, dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=16)
@@ -261,8 +262,16 @@ class Combiner:
         if y0 < 0 or y0 + rows > height:
             msg = f"combine_into: rows {y0}:{y0 + rows} fall outside outputs of height {height}"
             raise ValueError(msg)
-        outs = (out.image, out.rejected_low, out.rejected_high, out.count, out.weight)
-        dtypes = (np.float32, np.uint16, np.uint16, np.uint16, np.float32)
+        write_w = out.weight_stored
+        usable = wframe[np.isfinite(wframe) & (wframe > 0)]
+        if not write_w and (use_pix or not np.all(usable == 1.0)):
+            msg = "combine_into: weights other than 1 need outputs with a weight map"
+            raise ValueError(msg)
+        out_w = out.weight if write_w else _NO_WEIGHT_MAP
+        outs = (out.image, out.rejected_low, out.rejected_high, out.count)
+        dtypes = (np.float32, np.uint16, np.uint16, np.uint16)
+        if write_w:
+            outs, dtypes = (*outs, out_w), (*dtypes, np.float32)
         for a, dt in zip(outs, dtypes, strict=True):
             if a.dtype != dt or not a.flags.c_contiguous or a.shape != full:
                 msg = (
@@ -304,7 +313,8 @@ class Combiner:
             out.rejected_low.reshape(-1),
             out.rejected_high.reshape(-1),
             out.count.reshape(-1),
-            out.weight.reshape(-1),
+            out_w.reshape(-1),
+            write_w,
         )
 
     def _describe(self, n_frames: int) -> dict[str, Any]:
@@ -328,7 +338,10 @@ class Combiner:
         arr = _as_stack(stack)
         shape = arr.shape[1:] if arr.ndim > 1 else ()
         out = CombineResult.empty(
-            shape if shape else (1,), self.method, self._describe(arr.shape[0])
+            shape if shape else (1,),
+            self.method,
+            self._describe(arr.shape[0]),
+            weight_map=weights is not None,
         )
         self._run(arr, weights, out, 0)
         if not shape:

@@ -1,7 +1,9 @@
 """Compiled order statistics: paired sorting, selection, medians and robust scale.
 
 The per-pixel rejection kernels (:mod:`astrostack.combine.rejection`) call the
-``njit`` primitives here on small thread-local buffers; other stages use
+``njit`` primitives here on small thread-local buffers (sorting, medians, running sums
+of sorted values, for one pixel or for a sorted block of pixels at once, and the
+generalized ESD test's critical values); other stages use
 :func:`robust_location_scale` to get a fast median and MAD-based sigma of a
 whole frame (background level and noise for normalisation, thresholds, previews).
 
@@ -399,6 +401,146 @@ def extremes_to_ends(v, w, n, k_low, k_high):  # pragma: no cover - compiled
                 best = k
         v[end], v[best] = v[best], v[end]
         w[end], w[best] = w[best], w[end]
+
+
+@njit(cache=True, fastmath=False)
+def count_below(v, lo, hi, bound):  # pragma: no cover - compiled
+    """Number of leading values of the sorted ``v[lo:hi]`` strictly below ``bound``."""
+    k = lo
+    while k < hi and v[k] < bound:
+        k += 1
+    return k - lo
+
+
+@njit(cache=True, fastmath=False)
+def count_above(v, lo, hi, bound):  # pragma: no cover - compiled
+    """Number of trailing values of the sorted ``v[lo:hi]`` strictly above ``bound``."""
+    k = hi - 1
+    while k >= lo and v[k] > bound:
+        k -= 1
+    return hi - 1 - k
+
+
+@njit(cache=True, fastmath=False)
+def centred_cumsums(v, n, c1, c2):  # pragma: no cover - compiled
+    """Centred running sums of the sorted ``v[:n]``; returns the reference value.
+
+    With ``d = v - ref`` (``ref`` = the middle value), ``c1[b] - c1[a]`` and
+    ``c2[b] - c2[a]`` are the sums of ``d`` and ``d**2`` over ``v[a:b]``.  The sums run
+    outwards from the middle, so a range around the centre never subtracts the large
+    partial sums of far outliers (no cancellation).
+    """
+    m = n >> 1
+    ref = np.float64(v[m])
+    c1[m] = 0.0
+    c2[m] = 0.0
+    # both directions in one loop (independent dependency chains run side by side),
+    # with local accumulators (no store-to-load round trip through c1/c2 per step)
+    u1 = 0.0
+    u2 = 0.0
+    b1 = 0.0
+    b2 = 0.0
+    for j in range(n - m):
+        k = m + j
+        d = np.float64(v[k]) - ref
+        u1 += d
+        u2 += d * d
+        c1[k + 1] = u1
+        c2[k + 1] = u2
+        k = m - 1 - j
+        if k >= 0:
+            e = np.float64(v[k]) - ref
+            b1 -= e
+            b2 -= e * e
+            c1[k] = b1
+            c2[k] = b2
+    return ref
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def sorted_column_sums(vb, m, n, ref, u1, u2, b1, b2):  # pragma: no cover - compiled
+    """:func:`centred_cumsums` totals for each of the first ``m`` sorted columns of ``vb``.
+
+    Column ``k`` of ``vb[:n]`` holds one pixel's ``n`` sorted values.  For every column
+    this gives what :func:`centred_cumsums` gives for that pixel alone - ``ref[k]`` (the
+    middle value), ``u1``, ``u2``: the sums of ``d`` and ``d**2`` from the middle up,
+    ``b1``, ``b2``: minus those sums from the middle down (``d = v - ref``) - with the
+    same float64 operations in the same order, so bit-identical; but row by row, so
+    that every operation is vectorised across the columns.
+    """
+    half = n >> 1
+    row_ref = vb[half]
+    for k in range(m):
+        ref[k] = np.float64(row_ref[k])
+        u1[k] = 0.0
+        u2[k] = 0.0
+        b1[k] = 0.0
+        b2[k] = 0.0
+    # rows half+j (up) and half-1-j (down), four of each per sweep over the lanes so that
+    # the sums stay in registers; every sum still takes its terms one by one, in order
+    j = 0
+    while j + 4 <= half:
+        x0, x1, x2, x3 = vb[half + j], vb[half + j + 1], vb[half + j + 2], vb[half + j + 3]
+        y0, y1, y2, y3 = vb[half - 1 - j], vb[half - 2 - j], vb[half - 3 - j], vb[half - 4 - j]
+        for k in range(m):
+            r = ref[k]
+            d0 = np.float64(x0[k]) - r
+            d1 = np.float64(x1[k]) - r
+            d2 = np.float64(x2[k]) - r
+            d3 = np.float64(x3[k]) - r
+            u1[k] = u1[k] + d0 + d1 + d2 + d3
+            u2[k] = u2[k] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3
+            e0 = np.float64(y0[k]) - r
+            e1 = np.float64(y1[k]) - r
+            e2 = np.float64(y2[k]) - r
+            e3 = np.float64(y3[k]) - r
+            b1[k] = b1[k] - e0 - e1 - e2 - e3
+            b2[k] = b2[k] - e0 * e0 - e1 * e1 - e2 * e2 - e3 * e3
+        j += 4
+    while j < n - half:
+        up = vb[half + j]
+        for k in range(m):
+            d = np.float64(up[k]) - ref[k]
+            u1[k] += d
+            u2[k] += d * d
+        if half - 1 - j >= 0:
+            down = vb[half - 1 - j]
+            for k in range(m):
+                e = np.float64(down[k]) - ref[k]
+                b1[k] -= e
+                b2[k] -= e * e
+        j += 1
+
+
+def esd_critical_values(n_frames: int, significance: float) -> np.ndarray:
+    """Critical values of the generalized ESD test (Rosner 1983), by sample size.
+
+    The i-th test of ``n`` values is made on the ``m = n - i + 1`` values still in, and its
+    critical value depends on ``m`` only::
+
+        lambda(m) = (m - 1) t / sqrt((m - 2 + t**2) m),  t = t_{1 - alpha / (2 m), m - 2}
+
+    Parameters
+    ----------
+    n_frames : int
+        Largest number of values per pixel.
+    significance : float
+        Significance level alpha of each test.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``[n_frames + 1]``; ``lambda[m]`` for ``m >= 3``, ``inf`` below (no test).
+    """
+    from scipy.stats import t as student_t
+
+    table = np.full(n_frames + 1, np.inf, dtype=np.float64)
+    if n_frames < 3:
+        return table
+    m = np.arange(3, n_frames + 1, dtype=np.float64)
+    tq = student_t.ppf(1.0 - significance / (2.0 * m), m - 2.0)
+    table[3:] = (m - 1.0) * tq / np.sqrt((m - 2.0 + tq * tq) * m)
+    return table
 
 
 @njit(cache=True, fastmath=False)

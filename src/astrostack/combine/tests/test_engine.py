@@ -235,3 +235,53 @@ def test_real_darks_streamed_equal_in_memory():
     _assert_same(got, expected)
     # hot pixels are consistent in darks (kept), cosmic rays are not (rejected high)
     assert got.rejected_high.sum() > 0
+
+
+def test_bands_capped_at_the_fastest_size_whatever_the_budget():
+    # 50 frames of 6000x4000: a 2 GB budget would allow ~700-row bands, but the bands
+    # stay near 24 MB of stack; a tighter budget still lowers them
+    shape = (4000, 6000)
+    row_bytes = 50 * 6000 * 4
+    for budget in ("2GB", "16GB"):
+        bands = plan_bands(50, shape, budget)
+        rows = max(b - a for a, b in bands)
+        assert 8 <= rows and rows * row_bytes <= 24 * 1024**2, (budget, rows)
+        assert bands[-1][1] == 4000 and all(b[0] == a[1] for a, b in itertools.pairwise(bands))
+    tight = plan_bands(50, shape, "360MB")  # outputs take 336 MB of it
+    rows = max(b - a for a, b in tight)
+    assert rows * row_bytes * 2.25 <= 360 * 1024**2 - 4000 * 6000 * 14
+    assert rows < max(b - a for a, b in plan_bands(50, shape, "2GB"))
+    # without a weight map the outputs take 10 bytes per pixel, not 14: 256 MB still
+    # leaves room for bands of several rows (with a map they would not even fit)
+    lean = max(b - a for a, b in plan_bands(50, shape, "256MB", weight_map=False))
+    assert lean * row_bytes * 2.25 <= 256 * 1024**2 - 4000 * 6000 * 10 and lean >= 4
+    assert max(b - a for a, b in plan_bands(50, shape, "256MB")) == 1
+    # colour frames count all their channels
+    rgb = plan_bands(50, (3, 4000, 6000), "2GB")
+    assert max(b - a for a, b in rgb) * 3 * row_bytes <= 24 * 1024**2
+
+
+def test_unweighted_result_holds_no_weight_map(tmp_path):
+    data = _frames(n=7)
+    paths = []
+    for i, d in enumerate(data):
+        paths.append(tmp_path / f"u{i}.npy")
+        np.save(paths[-1], d)
+    sources = [NpySource(p) for p in paths]
+    got = combine_sources(sources, method="sigma", band_rows=11)
+    assert not got.weight_stored  # the weights would only repeat the count
+    expected = kernels.combine(data, "sigma")
+    _assert_same(got, expected)  # reading .weight gives the count as float32
+    assert got.weight.dtype == np.float32 and got.weight_stored
+    np.testing.assert_array_equal(got.weight, got.count)
+    assert got.count[6, 0] == 6 and got.count[20, 0] == 7  # row 6: frame 2 has no data
+    weighted = combine_sources(sources, method="sigma", weights=np.full(7, 0.5), band_rows=11)
+    assert weighted.weight_stored
+    np.testing.assert_array_equal(weighted.weight, 0.5 * got.count.astype(np.float32))
+    for scheduler in ("synchronous", "processes"):
+        other = combine_sources(sources, method="sigma", band_rows=30, scheduler=scheduler)
+        assert not other.weight_stored
+        _assert_same(other, got)
+    rgb = combine_sources([ArraySource(np.stack([d, d + 1])) for d in data], method="mean")
+    assert not rgb.weight_stored and rgb.image.shape == (2, 70, 53)
+    np.testing.assert_array_equal(rgb.weight, rgb.count)

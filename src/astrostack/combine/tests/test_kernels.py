@@ -511,6 +511,32 @@ def test_combine_into_equals_combine_mono_and_colour():
         combine_into(mono[:, :10, :20], out, 0)
 
 
+def test_weight_map_only_for_weighted_combines():
+    stack = make_stack(10, shape=(30, 20), seed=8)
+    plain = combine(stack, "winsorized")
+    assert not plain.weight_stored  # no map: the weight of each pixel is its count
+    np.testing.assert_array_equal(plain.weight, plain.count.astype(np.float32))
+    assert plain.weight_stored and plain.weight.dtype == np.float32
+    # a weight map allocated anyway holds the same values
+    out = CombineResult.empty((30, 20))
+    combine_into(stack, out, 0, method="winsorized")
+    np.testing.assert_array_equal(out.weight, plain.weight)
+    np.testing.assert_array_equal(out.image, plain.image)
+    # outputs without a map accept unit weights only
+    bare = CombineResult.empty((30, 20), weight_map=False)
+    combine_into(stack, bare, 0, method="mean", weights=np.ones(10))
+    assert not bare.weight_stored
+    stored = combine(stack, "mean", weights=np.ones(10))
+    assert stored.weight_stored and (stored.count < 10).any()  # some values missing
+    np.testing.assert_array_equal(bare.weight, stored.weight)
+    for w in (np.full(10, 2.0), np.ones(stack.shape, dtype=np.float32)):
+        with pytest.raises(ValueError, match="need outputs with a weight map"):
+            combine_into(stack, CombineResult.empty((30, 20), weight_map=False), 0, weights=w)
+    # setting the map by hand stores it
+    bare.weight = np.zeros((30, 20), dtype=np.float32)
+    assert bare.weight_stored and not bare.weight.any()
+
+
 def test_auto_picks_by_n_and_reports():
     for n, name in [(3, "percentile"), (5, "percentile"), (6, "winsorized"), (24, "winsorized")]:
         res = combine(make_stack(n, shape=(3, 3)), "auto", sigma_low=4.0)

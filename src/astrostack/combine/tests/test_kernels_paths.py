@@ -14,7 +14,12 @@ import pytest
 
 from astrostack.combine import kernels
 from astrostack.combine.kernels import combine
-from astrostack.combine.stats import sort_columns, sorting_network
+from astrostack.combine.stats import (
+    centred_cumsums,
+    sort_columns,
+    sorted_column_sums,
+    sorting_network,
+)
 
 METHODS = ["mean", "median", "sigma", "winsorized", "linear_fit", "esd", "percentile", "minmax"]
 PARAMS = {"sigma_mad": ("sigma", {"stdfunc": "mad_std"}), "minmax_wide": ("minmax", {"n_low": 5})}
@@ -144,3 +149,59 @@ def test_large_n_uses_per_pixel_path_and_matches_numpy():
         expect = np.where(keep, srt, 0).sum(0) / np.maximum(keep.sum(0), 1)
         np.testing.assert_allclose(res.image[ok], expect[ok], rtol=1e-6)
         np.testing.assert_array_equal(res.count[ok], (k - 5)[ok])
+
+
+def _clean_stack(n, seed):
+    """Gaussian values with a few far outliers, ties and one flat pixel: no gaps."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(1000.0, 10.0, (n, 2, 600))
+    hit = rng.random(s.shape) < 0.004
+    s[hit] += rng.choice([-1.0, 1.0], hit.sum()) * rng.uniform(60, 800, hit.sum())
+    s[:, 0, :40] = np.round(s[:, 0, :40])  # ties
+    s[:, 1, 7] = 250.0  # zero spread
+    return s.astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 9, 25, 50, 64])
+@pytest.mark.parametrize("sig", [(3.0, 3.0), (2.0, 1.0), (0.0, 0.5)])
+def test_sigma_block_first_pass_bit_identical_to_per_pixel(n, sig, monkeypatch):
+    # equal weights, every pixel complete: the first sigma-clipping pass runs across a
+    # whole sorted block; its results must be the per-pixel path's, bit for bit
+    stack = _clean_stack(n, seed=n)
+    cases = [(None, {}), (np.full(n, 2.5), {}), (None, {"maxiters": 1})]
+    fast = [
+        combine(stack, "sigma", weights=w, sigma_low=sig[0], sigma_high=sig[1], **kw)
+        for w, kw in cases
+    ]
+    monkeypatch.setattr(kernels, "_sorting_plan", lambda k: (kernels._NO_NETWORK, 37))
+    for (w, kw), got in zip(cases, fast, strict=True):
+        slow = combine(stack, "sigma", weights=w, sigma_low=sig[0], sigma_high=sig[1], **kw)
+        for f in ("image", "count", "rejected_low", "rejected_high", "weight"):
+            a, b = getattr(got, f), getattr(slow, f)
+            assert a.tobytes() == b.tobytes(), (f, w, kw)
+    # and the outliers really were clipped (3/3 sigma): the result is the clean mean
+    if sig == (3.0, 3.0) and n >= 25:
+        res = fast[0]
+        assert res.rejected_low.sum() + res.rejected_high.sum() > 0
+        assert abs(float(np.mean(res.image[0, 40:])) - 1000.0) < 2.0
+        np.testing.assert_array_equal(fast[1].weight, 2.5 * fast[1].count)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 9, 17, 50])
+def test_sorted_column_sums_equal_per_pixel_running_sums(n):
+    rng = np.random.default_rng(n)
+    vb = np.sort(rng.normal(100.0, 5.0, (n, 40)), axis=0).astype(np.float32)
+    vb[:, 3] = 7.0  # all equal
+    m = 37  # only the first m columns
+    acc = np.full((5, 40), -1.0)
+    sorted_column_sums(vb, m, n, *acc)
+    for k in range(m):
+        c1, c2 = np.empty(n + 1), np.empty(n + 1)
+        ref = centred_cumsums(np.ascontiguousarray(vb[:, k]), n, c1, c2)
+        got = acc[:, k]
+        want = np.array([ref, c1[n], c2[n], c1[0], c2[0]])
+        assert got.tobytes() == want.tobytes(), k  # the same float64 sums, bit for bit
+    assert (acc[:, m:] == -1.0).all()
+    d = vb[:, :m].astype(np.float64) - vb[n // 2, :m]
+    np.testing.assert_allclose(acc[1, :m] - acc[3, :m], d.sum(0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(acc[2, :m] - acc[4, :m], (d * d).sum(0), rtol=1e-9)
