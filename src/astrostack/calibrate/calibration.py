@@ -23,7 +23,7 @@ from astrostack.io import Frame
 
 from .cosmetic import (
     DefectMap,
-    correct_defects,
+    correct_defects_inplace,
     estimate_noise,
     find_defects,
     find_isolated_hot,
@@ -394,17 +394,19 @@ def calibrate_light(
             low = low.any(axis=0)
         if low.any():
             mask = low if mask is None else (mask | low)
+    # ``out`` is a new array of this function: defects are replaced in place (no copies)
     if mask is not None and mask.any():
-        out = correct_defects(out, mask, cfa)
+        correct_defects_inplace(out, mask, cfa)
         steps.append(f"cosmetic({int(mask.sum())})")
     if detect_hot:
         planes = [out] if out.ndim == 2 else list(out)
-        extra = np.zeros(out.shape[-2:], dtype=bool)
-        for p in planes:
-            extra |= find_isolated_hot(p, cfa and out.ndim == 2, sigma=hot_sigma)
-        if extra.any():
-            out = correct_defects(out, extra, cfa)
-        steps.append(f"isolated({int(extra.sum())})")
+        extra = find_isolated_hot(planes[0], cfa and out.ndim == 2, sigma=hot_sigma)
+        for p in planes[1:]:
+            extra |= find_isolated_hot(p, False, sigma=hot_sigma)
+        n_extra = int(np.count_nonzero(extra))
+        if n_extra:
+            correct_defects_inplace(out, extra, cfa)
+        steps.append(f"isolated({n_extra})")
 
     meta = copy.deepcopy(frame.meta)
     meta.header = dict(meta.header)

@@ -133,13 +133,16 @@ class Master:
         """Shape of the data."""
         return tuple(self.data.shape)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, durable: bool = True) -> Path:
         """Write the master as float32 FITS (atomically) with its provenance header.
 
         Parameters
         ----------
         path : str or Path
             Output file.
+        durable : bool
+            Flush to disk before the rename; False suits a recomputable cache
+            (see :func:`astrostack.io.atomic_path`).
 
         Returns
         -------
@@ -150,7 +153,10 @@ class Master:
         history = [f"input {p}" for p in self.inputs]
         history += [f"skipped {p}: {reason}" for p, reason in self.skipped]
         bayer = self.bayer if self.cfa else None
-        write_fits(path, self.data, header=dict(self.header), history=history, bayer=bayer)
+        write_fits(
+            path, self.data, header=dict(self.header), history=history, bayer=bayer,
+            durable=durable,
+        )  # fmt: skip
         self.path = path
         logger.info("wrote master %s %s (%d frames)", self.kind, path, self.n_frames)
         return path

@@ -227,6 +227,48 @@ def _fits_shape(path: Path, hdu) -> tuple[int, ...]:
     )
 
 
+def _plain_fits_pixels(path: Path, hdu) -> np.ndarray | None:
+    """float32 pixels of a plain 16-bit integer or 32-bit float image, read straight from disk.
+
+    astropy reads such data into a big-endian array, scales it (``BZERO``) in another and we
+    converted that to float32: three passes and two temporaries.  Here the file is read once
+    and converted in one pass; the values are identical (a 16-bit integer plus an integer
+    ``BZERO`` below 2**23 is exact in float32).  Returns None for anything else (compressed,
+    gzipped, ``BSCALE`` != 1, ``BLANK``, other ``BITPIX``), which astropy then reads.
+    """
+    if type(hdu).__name__ == "CompImageHDU" or _is_gzipped_fits_name(path):
+        return None
+    h = hdu.header
+    bitpix = h.get("BITPIX")
+    bscale = h.get("BSCALE", 1)
+    bzero = h.get("BZERO", 0)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (bscale, bzero))
+    if "BLANK" in h or not numbers or bscale != 1 or not float(bzero).is_integer():
+        return None
+    if bitpix == 16 and abs(bzero) <= 2**23:
+        dtype = ">i2"
+    elif bitpix == -32 and bzero == 0:
+        dtype = ">f4"
+    else:
+        return None
+    info = hdu.fileinfo()
+    if info is None:
+        return None
+    shape = tuple(int(h[f"NAXIS{i}"]) for i in range(int(h["NAXIS"]), 0, -1))
+    count = int(np.prod(shape))
+    try:
+        raw = np.fromfile(path, dtype=dtype, count=count, offset=int(info["datLoc"]))
+    except (OSError, ValueError):
+        return None
+    if raw.size != count:
+        return None
+    out = raw.astype(np.float32)  # byte swap and conversion in one pass
+    if bzero:
+        out += np.float32(bzero)
+    out = out.reshape(shape)
+    return out[0] if out.ndim == 3 and out.shape[0] == 1 else out
+
+
 def _read_fits(path: Path, with_data: bool) -> Frame | FrameMeta:
     from astropy.io.fits.verify import VerifyError
 
@@ -259,6 +301,9 @@ def _read_fits(path: Path, with_data: bool) -> Frame | FrameMeta:
             meta.header["_HDU"] = index
         if not with_data:
             return meta
+        fast = _plain_fits_pixels(path, hdu)
+        if fast is not None:
+            return Frame(fast, meta)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -468,8 +513,9 @@ def _read_raw(path: Path, with_data: bool) -> Frame | FrameMeta:
             raise
         except Exception as exc:  # LibRaw unpacks lazily: a cut file fails here
             raise FrameReadError(
-                path, f"cannot decode camera RAW ({type(exc).__name__}: {exc}); the file may "
-                "be truncated, re-copy it"
+                path,
+                f"cannot decode camera RAW ({type(exc).__name__}: {exc}); the file may "
+                "be truncated, re-copy it",
             ) from exc
         if not with_data:
             return meta

@@ -69,6 +69,7 @@ def write_fits(
     *,
     dtype: np.dtype | type | None = np.float32,
     bayer: str | None = None,
+    durable: bool = True,
 ) -> Path:
     """Write an image to FITS atomically, with provenance keywords.
 
@@ -96,6 +97,9 @@ def write_fits(
         CFA pattern of a mosaic *as held* (pattern at ``data[0, 0]``); written as
         ``BAYERPAT`` with ``ROWORDER='TOP-DOWN'``.  Defaults to ``header.bayer`` when
         *header* is a :class:`FrameMeta`.
+    durable
+        Flush to disk before the rename (see :func:`~astrostack.io.atomic.atomic_path`);
+        False suits files of a cache that can be recomputed.
 
     Returns
     -------
@@ -157,7 +161,7 @@ def write_fits(
     for line in history:
         out.add_history(_ascii(str(line)))
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
     logger.debug("wrote %s %s", path, array.shape)
     return path
@@ -225,7 +229,7 @@ def write_tiff(
     return path
 
 
-def write_npy(path: str | Path, array: np.ndarray) -> Path:
+def write_npy(path: str | Path, array: np.ndarray, durable: bool = True) -> Path:
     """Write an array as ``.npy`` (little-endian, C order) atomically, for the pipeline cache.
 
     Parameters
@@ -234,6 +238,9 @@ def write_npy(path: str | Path, array: np.ndarray) -> Path:
         Output file (written exactly at this name; no ``.npy`` is appended).
     array
         Any numeric array; big-endian data are converted to little-endian.
+    durable
+        Flush to disk before the rename (see :func:`~astrostack.io.atomic.atomic_path`);
+        False suits recomputable cache files.
 
     Returns
     -------
@@ -245,7 +252,7 @@ def write_npy(path: str | Path, array: np.ndarray) -> Path:
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     arr = np.ascontiguousarray(arr)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, durable=durable) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr, allow_pickle=False)
     return path
 

@@ -15,14 +15,12 @@ NaN (no data) becomes black.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
+from numba import njit, prange
 
 from ..io.atomic import atomic_path
 
@@ -145,6 +143,8 @@ def _downsample(image: np.ndarray, max_size: int) -> np.ndarray:
     scale = max_size / max(h, w)
     if scale >= 1.0:
         return image
+    import cv2  # only when a preview needs reducing
+
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     img = image if image.ndim == 3 else image[None]
     out = np.stack(
@@ -160,26 +160,85 @@ def _downsample(image: np.ndarray, max_size: int) -> np.ndarray:
     return out if image.ndim == 3 else out[0]
 
 
+@njit(cache=True, parallel=True)
+def _stretch_u8_kernel(img, lo, span, c0, scale, m, out, channel):  # pragma: no cover
+    """:func:`apply_stretch` of one plane then ``rint(255 x)`` into ``out[..., channel]``.
+
+    Reproduces the numpy path operation by operation: NaN/inf replaced as by
+    ``np.nan_to_num(x, nan=lo)``, the normalisation and the shadows clip in float32, the
+    midtones transfer in float64 rounded to float32, the 8-bit scaling in float32.
+    """
+    h, w = img.shape
+    lo32 = np.float32(lo)
+    span32 = np.float32(span)
+    c032 = np.float32(c0)
+    scale32 = np.float32(scale)
+    big = np.float32(3.4028234663852886e38)
+    k = 2.0 * m - 1.0
+    for y in prange(h):
+        for x in range(w):
+            v = img[y, x]
+            if np.isnan(v):
+                v = lo32
+            elif v == np.inf:
+                v = big
+            elif v == -np.inf:
+                v = -big
+            t = (v - lo32) / span32
+            t = (t - c032) / scale32
+            t = min(max(t, np.float32(0.0)), np.float32(1.0))
+            t64 = np.float64(t)
+            den = k * t64 - m
+            f = np.float32((m - 1.0) * t64 / den) if den != 0.0 else np.float32(0.5)
+            q = np.rint(np.float64(f * np.float32(255.0)))
+            out[y, x, channel] = np.uint8(min(max(q, 0.0), 255.0))
+
+
 def preview_image(image: np.ndarray, max_size: int = 1600, linked: bool = True) -> np.ndarray:
     """Stretched 8-bit preview: ``[y, x]`` (grey) or ``[y, x, 3]`` (colour) uint8.
 
     Statistics are taken on the full-resolution image, then it is reduced
-    (area average) so its longest side is at most *max_size*.
+    (area average) so its longest side is at most *max_size*.  The result equals
+    ``rint(255 * apply_stretch(...))``; a compiled pass computes it without temporaries.
     """
     params = compute_stretch(image, linked=linked)
     small = _downsample(image.astype(np.float32, copy=False), max_size)
-    s = apply_stretch(small, params)
-    u8 = np.clip(np.rint(s * 255.0), 0, 255).astype(np.uint8)
-    if u8.ndim == 3:
-        u8 = np.moveaxis(u8[:3], 0, -1) if u8.shape[0] >= 3 else u8[0]
-    return np.ascontiguousarray(u8)
+    planes = small[None] if small.ndim == 2 else small[:3]
+    h, w = planes.shape[-2:]
+    out = np.empty((h, w, planes.shape[0]), dtype=np.uint8)
+    span = params.hi - params.lo if params.hi > params.lo else 1.0
+    for c in range(planes.shape[0]):
+        c0 = float(params.c0[c])
+        _stretch_u8_kernel(
+            np.ascontiguousarray(planes[c], dtype=np.float32), float(params.lo), float(span),
+            c0, max(1.0 - c0, 1e-12), float(params.m[c]), out, c,
+        )  # fmt: skip
+    if small.ndim == 2 or planes.shape[0] < 3:
+        return np.ascontiguousarray(out[..., 0])
+    return out
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """Encode a uint8 ``[y, x]`` or ``[y, x, 3]`` array as PNG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    """Encode a uint8 ``[y, x]`` or ``[y, x, 3]`` (RGB) array as PNG bytes.
+
+    OpenCV's encoder with the run-length strategy: as small as Pillow's optimised PNG
+    for stretched sky images, several times faster.
+    """
+    import cv2
+
+    px = np.asarray(pixels)
+    if px.dtype != np.uint8 or px.ndim not in (2, 3) or (px.ndim == 3 and px.shape[2] != 3):
+        msg = f"png_bytes: expected uint8 [y, x] or [y, x, 3], got {px.dtype} {px.shape}"
+        raise ValueError(msg)
+    if px.ndim == 3:
+        px = px[..., ::-1]  # OpenCV writes BGR
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 6, cv2.IMWRITE_PNG_STRATEGY,
+              cv2.IMWRITE_PNG_STRATEGY_RLE]  # fmt: skip
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(px), params)
+    if not ok:
+        msg = "png_bytes: OpenCV could not encode the image"
+        raise ValueError(msg)
+    return buf.tobytes()
 
 
 def write_preview(

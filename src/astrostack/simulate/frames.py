@@ -268,7 +268,8 @@ def plan_lights(config: SessionConfig) -> list[LightTruth]:
 
 def _glow(shape, glow: dict) -> np.ndarray:
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy = np.arange(h, dtype=np.float64)[:, None]
+    xx = np.arange(w, dtype=np.float64)[None, :]
     d2 = (xx - glow["x"]) ** 2 + (yy - glow["y"]) ** 2
     return glow["level"] * np.exp(-0.5 * d2 / glow["sigma"] ** 2)
 
@@ -364,20 +365,14 @@ def simulate_light(
     expected += sensor.dark_rate(config, plan.temperature) * t
     rng = frame_rng(config.seed, "light", plan.index)
     if noise:
-        electrons = rng.poisson(expected).astype(np.float64)
+        counts = rng.poisson(expected)
         hits = cosmic_rays(rng, config.shape, config.cosmic_rays_per_frame)
-        _add_hits(electrons, hits)
-        data = digitise(electrons, sensor.bias, config.gain, config.read_noise, rng)
+        data = digitise(counts, sensor.bias, config.gain, config.read_noise, rng, hits=hits)
     else:
         hits = np.zeros((0, 3))
         data = digitise(expected, sensor.bias, config.gain)
     plan.cosmic_rays = hits
     return data, plan
-
-
-def _add_hits(electrons: np.ndarray, hits: np.ndarray) -> None:
-    if len(hits):
-        np.add.at(electrons, (hits[:, 1].astype(np.intp), hits[:, 0].astype(np.intp)), hits[:, 2])
 
 
 def simulate_bias(
@@ -462,10 +457,9 @@ def simulate_dark(
     expected = sensor.dark_rate(config, temperature) * exposure
     rng = frame_rng(config.seed, kind, index)
     if noise:
-        electrons = rng.poisson(expected).astype(np.float64)
+        counts = rng.poisson(expected)
         hits = cosmic_rays(rng, config.shape, config.cosmic_rays_per_frame if kind == "dark" else 0)
-        _add_hits(electrons, hits)
-        data = digitise(electrons, sensor.bias, config.gain, config.read_noise, rng)
+        data = digitise(counts, sensor.bias, config.gain, config.read_noise, rng, hits=hits)
     else:
         hits = np.zeros((0, 3))
         data = digitise(expected, sensor.bias, config.gain)
@@ -525,8 +519,7 @@ def simulate_flat(
     expected += sensor.dark_rate(config, config.temperature) * t
     rng = frame_rng(config.seed, "flat_frame", index)
     if noise:
-        electrons = rng.poisson(expected).astype(np.float64)
-        data = digitise(electrons, sensor.bias, config.gain, config.read_noise, rng)
+        data = digitise(rng.poisson(expected), sensor.bias, config.gain, config.read_noise, rng)
     else:
         data = digitise(expected, sensor.bias, config.gain)
     truth = FrameTruth(

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 
 from .config import SessionConfig, cfa_channels, frame_rng
 
@@ -30,6 +31,23 @@ logger = logging.getLogger(__name__)
 ADU_MAX = 65535
 
 _HOT_RATE_CAP = 2.0e4  # e-/s at 0 deg C: the hottest pixels saturate in seconds
+
+# Beyond this many edge widths outside a dust donut tanh() is exactly -1 in float64, so
+# the donut's factor is exactly 1 there and the donut is computed only inside that box.
+_DUST_EDGES = 40.0
+# A trail's Gaussian cross-section is evaluated where exp(-d^2 / 2 sigma^2) > exp(-80)
+# (1.8e-35 relative): farther, its contribution is far below the rounding of any pixel.
+_TRAIL_EXPONENT_MAX = 80.0
+
+
+def _coordinates(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only broadcast views ``yy, xx`` (float64 ``[h, w]``) of the pixel coordinates.
+
+    The same values as ``np.mgrid[0:h, 0:w].astype(np.float64)`` without allocating them.
+    """
+    yy = np.broadcast_to(np.arange(h, dtype=np.float64)[:, None], (h, w))
+    xx = np.broadcast_to(np.arange(w, dtype=np.float64)[None, :], (h, w))
+    return yy, xx
 
 
 @dataclass
@@ -104,7 +122,7 @@ def make_flat_field(
     """
     rng = frame_rng(config.seed, "flat") if rng is None else rng
     h, w = config.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = _coordinates(h, w)
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     r = np.hypot(xx - cx, yy - cy)
     r_corner = np.hypot(cx, cy)
@@ -122,11 +140,14 @@ def make_flat_field(
         depth = rng.uniform(*config.dust_depth)
         dx0 = rng.uniform(radius, w - 1 - radius)
         dy0 = rng.uniform(radius, h - 1 - radius)
-        rr = np.hypot(xx - dx0, yy - dy0)
         edge = max(0.08 * radius, 0.7)
+        reach = radius + _DUST_EDGES * edge  # the factor is exactly 1 beyond this distance
+        ys = slice(max(0, int(np.floor(dy0 - reach))), min(h, int(np.ceil(dy0 + reach)) + 1))
+        xs = slice(max(0, int(np.floor(dx0 - reach))), min(w, int(np.ceil(dx0 + reach)) + 1))
+        rr = np.hypot(xx[ys, xs] - dx0, yy[ys, xs] - dy0)
         outer = 0.5 * (1.0 + np.tanh((radius - rr) / edge))
         inner = 0.5 * (1.0 + np.tanh((0.45 * radius - rr) / edge))
-        flat *= 1.0 - depth * (outer - 0.5 * inner)
+        flat[ys, xs] *= 1.0 - depth * (outer - 0.5 * inner)
         dust.append(
             {"x": float(dx0), "y": float(dy0), "radius": float(radius), "depth": float(depth)}
         )
@@ -162,8 +183,8 @@ def make_sensor(config: SessionConfig) -> Sensor:
     hot = hot.reshape(h, w)
     # Amp glow from the top-right corner (x = w-1, y = 0): a sharp core and a broad halo.
     if config.amp_glow > 0:
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-        d = np.hypot(xx - (w - 1), yy)
+        yy, xx = _coordinates(h, w)
+        d = np.hypot(xx - (w - 1), np.ascontiguousarray(yy))
         length = 0.06 * min(h, w)
         glow = config.amp_glow * (np.exp(-d / length) + 0.2 * np.exp(-d / (4.0 * length)))
     else:
@@ -257,13 +278,46 @@ def render_trail(
     if length == 0:
         return out
     ux, uy = (x1 - x0) / length, (y1 - y0) / length
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    along = (xx - x0) * ux + (yy - y0) * uy
-    across = -(xx - x0) * uy + (yy - y0) * ux
-    beyond = np.maximum(np.maximum(-along, along - length), 0.0)
-    d2 = across * across + beyond * beyond
-    out += electrons_per_pixel / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * d2 / sigma**2)
+    # Only pixels near the segment get a non-negligible contribution: find them (compiled,
+    # no full-frame temporaries), then evaluate the profile there with numpy as before.
+    d2_max = 2.0 * _TRAIL_EXPONENT_MAX * sigma * sigma
+    idx, d2 = _trail_pixels(h, w, float(x0), float(y0), ux, uy, length, d2_max)
+    flat = out.reshape(-1)
+    flat[idx] += electrons_per_pixel / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * d2 / sigma**2)
     return out
+
+
+@njit(cache=True, inline="always")
+def _trail_d2(x, y, x0, y0, ux, uy, length):  # pragma: no cover - compiled
+    """Squared distance of pixel ``(x, y)`` to the segment (same arithmetic as numpy's)."""
+    along = (x - x0) * ux + (y - y0) * uy
+    across = -(x - x0) * uy + (y - y0) * ux
+    beyond = max(max(-along, along - length), 0.0)
+    return across * across + beyond * beyond
+
+
+@njit(cache=True, parallel=True)
+def _trail_pixels(h, w, x0, y0, ux, uy, length, d2_max):  # pragma: no cover - compiled
+    """Flat indices (ascending) and squared distances of the pixels within ``d2_max``."""
+    counts = np.zeros(h + 1, dtype=np.int64)
+    for y in prange(h):
+        n = 0
+        for x in range(w):
+            if _trail_d2(float(x), float(y), x0, y0, ux, uy, length) <= d2_max:
+                n += 1
+        counts[y + 1] = n
+    starts = np.cumsum(counts)
+    idx = np.empty(starts[h], dtype=np.int64)
+    d2 = np.empty(starts[h], dtype=np.float64)
+    for y in prange(h):
+        k = starts[y]
+        for x in range(w):
+            d = _trail_d2(float(x), float(y), x0, y0, ux, uy, length)
+            if d <= d2_max:
+                idx[k] = y * w + x
+                d2[k] = d
+                k += 1
+    return idx, d2
 
 
 def digitise(
@@ -272,13 +326,15 @@ def digitise(
     gain: float,
     read_noise: float = 0.0,
     rng: np.random.Generator | None = None,
+    hits: np.ndarray | None = None,
 ) -> np.ndarray:
     """Convert electrons to 16-bit ADU: ``round(bias + (e + read noise) / gain)``, clipped.
 
     Parameters
     ----------
     electrons : numpy.ndarray
-        Electrons per pixel (already with shot noise, if any).
+        Electrons per pixel (already with shot noise, if any): float, or the integer
+        counts of a Poisson draw (converted pixel by pixel, no float64 copy).
     bias : numpy.ndarray
         Bias frame, ADU.
     gain : float
@@ -287,17 +343,70 @@ def digitise(
         Read noise in electrons RMS (needs *rng* when > 0).
     rng : numpy.random.Generator, optional
         Source of read noise.
+    hits : numpy.ndarray, optional
+        Cosmic-ray deposits ``[n, 3]`` (``x``, ``y``, electrons, see :func:`cosmic_rays`)
+        added to the electrons first, in order, exactly as ``np.add.at`` would.
 
     Returns
     -------
     numpy.ndarray
         uint16 frame, saturated at 65535.
     """
-    signal = np.asarray(electrons, dtype=np.float64)
+    signal = np.asarray(electrons)
+    if signal.dtype.kind not in "iu" or signal.ndim != 2:
+        signal = np.asarray(electrons, dtype=np.float64)
+    noise = None
     if read_noise > 0:
         if rng is None:
             msg = "digitise: read_noise > 0 needs an rng"
             raise ValueError(msg)
-        signal = signal + rng.normal(0.0, read_noise, signal.shape)
-    adu = np.rint(bias + signal / gain)
-    return np.clip(adu, 0, ADU_MAX).astype(np.uint16)
+        noise = rng.normal(0.0, read_noise, signal.shape)
+    shape = np.broadcast_shapes(signal.shape, np.shape(bias))
+    sig = np.ascontiguousarray(np.broadcast_to(signal, shape)).reshape(-1)
+    off = np.ascontiguousarray(np.broadcast_to(np.asarray(bias), shape)).reshape(-1)
+    if noise is None:
+        out = _digitise_kernel(sig, np.zeros(1), off, float(gain), False)
+    else:
+        nz = np.ascontiguousarray(np.broadcast_to(noise, shape)).reshape(-1)
+        out = _digitise_kernel(sig, nz, off, float(gain), True)
+    if hits is not None and len(hits):
+        _redo_hit_pixels(out, sig, None if noise is None else nz, off, float(gain), hits, shape)
+    return out.reshape(shape)
+
+
+def _redo_hit_pixels(
+    out: np.ndarray,
+    signal: np.ndarray,
+    noise: np.ndarray | None,
+    bias: np.ndarray,
+    gain: float,
+    hits: np.ndarray,
+    shape: tuple[int, ...],
+) -> None:
+    """Digitise again the (few) pixels hit by cosmic rays, their deposits added in order."""
+    flat = hits[:, 1].astype(np.intp) * shape[1] + hits[:, 0].astype(np.intp)
+    electrons: dict[int, float] = {}
+    for p, e in zip(flat.tolist(), hits[:, 2].tolist(), strict=True):
+        electrons[p] = electrons.get(p, float(signal[p])) + e  # np.add.at order
+    for p, e in electrons.items():
+        s = e + float(noise[p]) if noise is not None else e
+        a = float(np.rint(float(bias[p]) + s / gain))
+        out[p] = min(max(a, 0.0), float(ADU_MAX))
+
+
+@njit(cache=True, parallel=True)
+def _digitise_kernel(signal, noise, bias, gain, with_noise):  # pragma: no cover - compiled
+    """``clip(rint(bias + (signal + noise) / gain), 0, ADU_MAX)`` as uint16, in one pass.
+
+    The same float64 operations in the same order as the numpy expression it replaces.
+    """
+    out = np.empty(signal.size, dtype=np.uint16)
+    for i in prange(signal.size):
+        s = signal[i] + noise[i] if with_noise else signal[i]
+        a = np.rint(np.float64(bias[i]) + s / gain)
+        if a < 0.0:
+            a = 0.0
+        elif a > ADU_MAX:
+            a = float(ADU_MAX)
+        out[i] = np.uint16(a)
+    return out

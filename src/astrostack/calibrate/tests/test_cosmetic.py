@@ -8,6 +8,7 @@ import pytest
 from astrostack.calibrate.cosmetic import (
     DefectMap,
     correct_defects,
+    correct_defects_inplace,
     estimate_noise,
     find_cold_pixels,
     find_defects,
@@ -15,6 +16,7 @@ from astrostack.calibrate.cosmetic import (
     find_isolated_hot,
     local_median,
     median_blur,
+    robust_sigma,
 )
 
 
@@ -230,3 +232,37 @@ def test_estimate_noise_ignores_stars_gradient_and_cfa(cfa):
         truth = 7.0
     # ~4 % of the pixels are on stars: measured +6.7 % (mono), MAD keeps it small
     assert estimate_noise(img, cfa) == pytest.approx(truth, rel=0.08)
+
+
+def test_correct_defects_inplace_matches_the_copying_version():
+    rng = np.random.default_rng(11)
+    shape = (64, 70)
+    levels = _mosaic_levels(shape, [100.0, 200.0, 200.0, 50.0])
+    img = levels + rng.normal(0, 1.0, shape).astype(np.float32)
+    mask = rng.random(shape) < 0.03
+    mask[20:24, 20:24] = True  # a cluster that needs the wider ring
+    img[mask] = 60000.0
+    ref = correct_defects(img, mask, cfa=True)
+    work = img.copy()
+    assert correct_defects_inplace(work, mask, cfa=True) == 0
+    np.testing.assert_array_equal(work, ref)
+    assert np.abs(work[mask] - levels[mask]).max() < 5.0
+    # every pixel masked: nothing usable, all left alone and counted
+    flat = np.ones((4, 4), np.float32)
+    assert correct_defects_inplace(flat, np.ones((4, 4), bool), cfa=False) == 16
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        correct_defects_inplace(img[:, ::2], mask[:, ::2], cfa=True)
+
+
+def test_robust_sigma_samples_every_cfa_plane():
+    # Even width, more pixels than samples: an even stride would only ever see the
+    # columns of one parity (here the two quiet planes) and miss the noisy ones.
+    rng = np.random.default_rng(12)
+    shape = (600, 1000)
+    sig = _mosaic_levels(shape, [1.0, 9.0, 1.0, 9.0])  # odd columns noisy
+    img = (rng.normal(0, 1.0, shape) * sig).astype(np.float32)
+    everything = robust_sigma(img, max_samples=img.size)
+    strided = robust_sigma(img, max_samples=img.size // 4)
+    assert strided == pytest.approx(everything, rel=0.03)
+    quiet_only = robust_sigma(img[:, 0::2])
+    assert everything > 1.5 * quiet_only

@@ -71,6 +71,49 @@ def test_fits_float_roundtrip(tmp_path, rng, dtype, bitpix):
     np.testing.assert_array_equal(frame.data, data.astype(np.float32))
 
 
+def _astropy_pixels(path) -> np.ndarray:
+    with fits.open(path) as hdul:
+        data = np.asarray(hdul[0].data)
+    return np.ascontiguousarray(data[0] if data.ndim == 3 and data.shape[0] == 1 else data,
+                                dtype=np.float32)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bitpix", "cards", "shape"),
+    [
+        (16, {"BZERO": 32768, "BSCALE": 1}, (H, W)),  # the camera format: direct path
+        (16, {}, (1, H, W)),  # NAXIS3 = 1 is squeezed
+        (16, {"BZERO": -1000}, (3, H, W)),
+        (-32, {}, (H, W)),
+        (16, {"BZERO": 100, "BSCALE": 2}, (H, W)),  # scaled: astropy's path
+        (16, {"BLANK": -32768}, (H, W)),  # BLANK: astropy's path
+        (32, {}, (H, W)),
+    ],
+)
+def test_fits_direct_read_equals_astropy(tmp_path, rng, bitpix, cards, shape):
+    raw = rng.integers(-32768, 32767, size=shape)
+    dtype = {16: ">i2", 32: ">i4", -32: ">f4"}[bitpix]
+    data = raw.astype(dtype) if bitpix != -32 else (raw * 0.37).astype(dtype)
+    if bitpix == -32:
+        data.flat[5] = np.nan
+    path = tmp_path / "direct.fits"
+    header = fits.Header()
+    for key, value in cards.items():
+        header[key] = value
+    hdu = fits.PrimaryHDU(header=header)
+    hdu.data = data  # raw stored values; BZERO/BSCALE/BLANK cards kept as given
+    for key, value in cards.items():
+        hdu.header[key] = value
+    hdu.writeto(path, output_verify="silentfix")
+    frame = read_frame(path)
+    expected = _astropy_pixels(path)
+    assert frame.data.dtype == np.float32 and frame.data.flags.c_contiguous
+    assert frame.data.shape == expected.shape
+    np.testing.assert_array_equal(frame.data, expected)
+    if bitpix == 16 and "BZERO" in cards and "BSCALE" not in cards:
+        np.testing.assert_array_equal(frame.data, raw.astype(np.float32) + cards["BZERO"])
+
+
 def test_fits_rgb_cube(tmp_path, rng):
     data = rng.integers(0, 65535, size=(3, H, W)).astype(np.uint16)
     path = tmp_path / "rgb.fits"

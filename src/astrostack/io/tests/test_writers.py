@@ -192,3 +192,17 @@ def test_atomic_outputs_respect_umask(tmp_path):
         os.umask(old)
     # mkstemp's 0600 would hide outputs from other users of a shared machine.
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_durable_flushes_only_when_asked(tmp_path, monkeypatch, durable):
+    import os
+
+    flushed = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(fd) or real_fsync(fd))
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    path = write_npy(tmp_path / "c.npy", data, durable=durable)
+    assert len(flushed) == (1 if durable else 0)
+    np.testing.assert_array_equal(read_npy(path), data)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npy"]  # renamed, no temporary left

@@ -134,3 +134,50 @@ def test_report_renders_in_headless_chromium(tmp_path):
         px = np.asarray(im.convert("L"), dtype=np.float32)
     assert px.std() > 10.0  # text, table and images, not a blank page
     assert len(np.unique(px)) > 50
+
+
+def test_plots_draw_used_and_excluded_frames_without_matplotlib():
+    import sys
+
+    from astrostack.report.plots import colormap_lut, image_map_png, metrics_plot_png, nice_ticks
+
+    def colours(png: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(png)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.int16).reshape(-1, 3)
+
+    def count(px: np.ndarray, rgb: tuple[int, int, int]) -> int:
+        return int(np.sum(np.abs(px - np.asarray(rgb)).max(axis=1) <= 12))
+
+    x = np.arange(12.0)
+    metrics = {"fwhm": 3 + 0.1 * np.sin(x), "n_stars": 400 - x, "noise": np.full(12, np.nan)}
+    used = np.ones(12, bool)
+    all_used = colours(metrics_plot_png(x, metrics, used))
+    used[[3, 8]] = False
+    some_excluded = colours(metrics_plot_png(x, metrics, used))
+    blue, red = (31, 119, 180), (214, 39, 40)
+    assert count(all_used, red) == 0 and count(all_used, blue) > 200
+    assert count(some_excluded, red) > 40  # 2 crosses x 2 panels + the legend
+    assert count(some_excluded, blue) < count(all_used, blue)
+    # The colour maps are matplotlib's: exact end points, monotonic lightness.
+    lut = colormap_lut("viridis")
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    assert tuple(lut[0]) == (0x44, 0x01, 0x54) and tuple(lut[-1]) == (0xFD, 0xE7, 0x25)
+    assert np.all(np.diff(lut.astype(float) @ [0.299, 0.587, 0.114]) > -1.0)
+    with pytest.raises(ValueError, match="colour map"):
+        colormap_lut("no-such-map")
+    ticks, decimals = nice_ticks(0.13, 0.92)
+    np.testing.assert_allclose(ticks, [0.2, 0.4, 0.6, 0.8])
+    assert decimals == 1
+    ticks, decimals = nice_ticks(997.2, 1012.0)
+    np.testing.assert_allclose(ticks, [1000.0, 1005.0, 1010.0])
+    assert decimals == 0
+    # A map with its colour bar: the high end of the bar is yellow, NaN is white.
+    m = np.zeros((40, 60))
+    m[:, 30:] = 5.0
+    m[0, 0] = np.nan
+    px = colours(image_map_png(m, "coverage", label="frames"))
+    assert count(px, (0xFD, 0xE7, 0x25)) > 1000 and count(px, (0x44, 0x01, 0x54)) > 1000
+    # Importing the report (as every run does) does not import matplotlib (~0.3 s).
+    code = "import sys, astrostack.report; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

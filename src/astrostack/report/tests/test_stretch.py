@@ -73,3 +73,22 @@ def test_nan_and_preview_png(tmp_path):
     with Image.open(p) as im:
         assert im.size == (250, 150) and im.mode == "RGB"
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("linked", [True, False])
+def test_preview_equals_rounded_apply_stretch(linked):
+    # The compiled preview must be exactly rint(255 * apply_stretch) of the same parameters.
+    from astrostack.report.stretch import apply_stretch
+
+    mono = _sky(shape=(90, 130), seed=4)
+    mono[:, :7] = np.nan
+    mono[3, 3], mono[4, 4] = np.inf, -np.inf
+    rgb = np.stack([_sky((90, 130), bg=b, seed=s) for b, s in ((1190, 5), (1210, 6), (1175, 7))])
+    for img in (mono, rgb):
+        params = compute_stretch(img, linked=linked)
+        ref = np.clip(np.rint(apply_stretch(img, params) * 255.0), 0, 255).astype(np.uint8)
+        if ref.ndim == 3:
+            ref = np.moveaxis(ref, 0, -1)
+        got = preview_image(img, max_size=1600, linked=linked)
+        assert got.shape == ref.shape and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, ref)

@@ -114,6 +114,33 @@ def test_digitise_saturates_and_clips():
     assert out[3, 0] == 0
 
 
+def _digitise_reference(e, bias, gain, read_noise, rng):
+    """The plain numpy formula the compiled digitiser must reproduce bit for bit."""
+    signal = np.asarray(e, dtype=np.float64)
+    if read_noise > 0:
+        signal = signal + rng.normal(0.0, read_noise, signal.shape)
+    return np.clip(np.rint(bias + signal / gain), 0, ADU_MAX).astype(np.uint16)
+
+
+def test_digitise_counts_and_hits_match_the_numpy_formula():
+    rng = np.random.default_rng(4)
+    shape = (60, 70)
+    bias = (600 + rng.normal(0, 3, shape)).astype(np.float32)
+    counts = rng.poisson(rng.uniform(0, 4e4, shape))
+    hits = cosmic_rays(rng, shape, 40.0)
+    hits = np.concatenate([hits, hits[:3]])  # pixels hit twice: deposits add up in order
+    electrons = counts.astype(np.float64)
+    np.add.at(electrons, (hits[:, 1].astype(np.intp), hits[:, 0].astype(np.intp)), hits[:, 2])
+    ref = _digitise_reference(electrons, bias, 0.8, 3.5, np.random.default_rng(9))
+    got = digitise(counts, bias, 0.8, 3.5, np.random.default_rng(9), hits=hits)
+    np.testing.assert_array_equal(got, ref)
+    assert (got != _digitise_reference(counts, bias, 0.8, 3.5, np.random.default_rng(9))).any()
+    # float electrons without noise, and a scalar bias broadcast to the frame
+    np.testing.assert_array_equal(
+        digitise(electrons, 600.0, 1.3), _digitise_reference(electrons, 600.0, 1.3, 0.0, None)
+    )
+
+
 def test_cosmic_rays_are_small_sharp_tracks():
     rng = np.random.default_rng(0)
     hits = cosmic_rays(rng, (256, 256), 200.0)
@@ -133,6 +160,26 @@ def test_trail_profile_integral():
     col = img[:, 64]
     cos = 128.0 / length
     assert col.sum() == pytest.approx(5000.0 / cos, rel=0.01)
+
+
+def test_trail_equals_the_dense_formula_bit_for_bit():
+    # Only pixels near the segment are evaluated; elsewhere the Gaussian is below the
+    # rounding of any pixel, so the frame is identical to evaluating it everywhere.
+    rng = np.random.default_rng(5)
+    base = rng.uniform(50.0, 500.0, (90, 150))
+    start, end, epp, fwhm = (-3.0, 10.0), (160.0, 71.5), 8000.0, 2.7
+    got = render_trail(base.copy(), start, end, epp, fwhm)
+    yy, xx = np.mgrid[0:90, 0:150].astype(np.float64)
+    sigma = fwhm / 2.3548
+    length = float(np.hypot(end[0] - start[0], end[1] - start[1]))
+    ux, uy = (end[0] - start[0]) / length, (end[1] - start[1]) / length
+    along = (xx - start[0]) * ux + (yy - start[1]) * uy
+    across = -(xx - start[0]) * uy + (yy - start[1]) * ux
+    beyond = np.maximum(np.maximum(-along, along - length), 0.0)
+    d2 = across * across + beyond * beyond
+    dense = base + epp / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * d2 / sigma**2)
+    np.testing.assert_array_equal(got, dense)
+    assert (got != base).sum() > 3 * 150  # a band a few pixels wide across the frame
 
 
 @pytest.mark.parametrize(
