@@ -31,6 +31,7 @@ from .config import PipelineConfig, resolve_config
 from .outputs import group_name, write_group_outputs
 from .parallel import default_workers, map_frames
 from .progress import ProgressCallback, StageRecord, StageTimer, single_blas_thread
+from .reference import choose_references, rereference
 from .reporting import write_quality_table, write_run_report, write_session_json
 from .selection import Selection, select_frames
 from .stages import (
@@ -547,10 +548,11 @@ def _run(
     # ---- register ------------------------------------------------------------------------
     todo = sum(g.selection.n_used for g in groups if g.selection)
     with StageTimer("register", log, progress, total=todo) as st, single_blas_thread():
-        _choose_references(groups, cfg)
+        choose_references(groups, cfg)
         references: dict[str, Any] = {}
         for g in groups:
             _register_group(g, cfg, cache, st, result, references, output)
+        rereference(groups, cfg)
 
     # ---- warp ----------------------------------------------------------------------------
     todo = sum(len(g.used) for g in groups)
@@ -663,51 +665,6 @@ def _select(g: GroupResult, cfg: PipelineConfig) -> None:
             f = by_name[name]
             f.used = bool(used)
             f.reason = "; ".join(reasons)
-
-
-def _user_reference(groups: list[GroupResult], cfg: PipelineConfig) -> LightFrame | None:
-    want = cfg.registration.reference
-    if not want or want == "best":
-        return None
-    for g in groups:
-        for f in g.frames:
-            if want in (f.name, f.path.name, f.path.stem) and f.cal_path is not None:
-                return f
-    logger.warning("reference %r not found among the lights; using the best frame", want)
-    return None
-
-
-def _best_frame(g: GroupResult) -> LightFrame | None:
-    """The group's used light with the best quality score (earliest on ties)."""
-    candidates = [f for f in g.frames if f.used]
-    if not candidates:
-        return None
-    sel = g.selection
-    score = dict(zip(sel.names, sel.score, strict=True)) if sel else {}
-    return max(candidates, key=lambda f: (score.get(f.name, 0.0), -g.frames.index(f)))
-
-
-def _choose_references(groups: list[GroupResult], cfg: PipelineConfig) -> None:
-    """Set each group's stack reference (``best``) and registration reference.
-
-    With ``registration.align_groups``, groups that differ only by filter (same target,
-    camera, geometry and CFA pattern) share one registration reference - the best frame
-    of the group with the most usable lights - so their stacks are pixel-aligned.
-    """
-    for g in groups:
-        g.best = _best_frame(g)
-    clusters: dict[tuple, list[GroupResult]] = {}
-    for g in groups:
-        k = (g.key["target"].lower(), g.key["camera"], g.key["shape"], g.key["binning"],
-             g.key["bayer"])  # fmt: skip
-        clusters.setdefault(k if cfg.registration.align_groups else (id(g),), []).append(g)
-    for members in clusters.values():
-        ref = _user_reference(members, cfg)
-        if ref is None:
-            lead = max(members, key=lambda g: (len(g.used), -groups.index(g)))
-            ref = lead.best
-        for g in members:
-            g.reference = ref if g.best is not None else None
 
 
 def _register_group(g: GroupResult, cfg: PipelineConfig, cache: StageCache, st, result,

@@ -398,12 +398,15 @@ def warp_to_file(
     path: str | Path,
     method: str = "lanczos3",
     clamp: bool = True,
+    durable: bool = True,
 ) -> Path:
     """Warp *image* straight into a float32 ``.npy`` file, written atomically.
 
     The result is written into a memory-mapped temporary ``.npy`` beside *path*
     (no second full-size copy in memory) and renamed over *path* on success.
     NaN marks pixels outside the footprint; the stacker reads row bands from it.
+    ``durable=False`` skips the ``fsync`` before the rename (see
+    :func:`astrostack.io.atomic_path`): right for a cache that can be recomputed.
 
     Returns
     -------
@@ -414,7 +417,7 @@ def warp_to_file(
     src = np.asarray(image)
     nc, oy, ox = _out_shape(src, output_shape)
     shape = (oy, ox) if src.ndim == 2 else (nc, oy, ox)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=durable) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=shape)
         try:
             warp(src, matrix, output_shape, method=method, clamp=clamp, out=mm)

@@ -158,16 +158,12 @@ def _as_source(item: FrameSource | str | Path) -> FrameSource:
 
 
 def _concurrent(scheduler: str) -> bool:
-    """Whether frames may be measured concurrently: a threaded run, and a numba
-    threading layer that allows parallel kernels launched from several threads."""
-    if scheduler != "threads":
-        return False
-    try:
-        import numba
+    """Whether frames may be measured concurrently (a threaded run).
 
-        return numba.threading_layer() in ("tbb", "omp")
-    except (ImportError, ValueError):  # no parallel kernel has run yet
-        return False
+    The statistics kernels are serial and release the GIL, so two frames measured at
+    once use two cores without nesting parallel regions (which oversubscribes them).
+    """
+    return scheduler == "threads"
 
 
 def _stats_path(

@@ -59,12 +59,13 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
-from numba import njit, prange
 
 from ..combine.sources import FrameSource, GridSurface
+from .tilestats import binned_deviations, tile_row_stats
 
 __all__ = [
     "NORMALIZATIONS",
@@ -86,156 +87,6 @@ NORMALIZATIONS = (
     "local",
 )
 _MAD = 1.482602218505602
-
-
-@njit(cache=True, fastmath=False)
-def _clipped_stats(buf, n, kappa, iters):  # pragma: no cover - compiled
-    """Sigma-clipped median, sigma and mean of ``buf[:n]`` (buffer is reordered).
-
-    Clipping uses the MAD sigma; the returned sigma is the lower-half estimate
-    ``median - q(15.87 %)`` of the kept values (robust to positive-only contamination).
-    """
-    med = np.nan
-    sig = np.nan
-    m = n
-    for _ in range(iters):
-        if m < 3:
-            break
-        med = np.median(buf[:m])
-        dev = np.empty(m, dtype=np.float64)
-        for j in range(m):
-            dev[j] = abs(buf[j] - med)
-        sig = 1.482602218505602 * np.median(dev)
-        if not sig > 0:
-            break
-        k = 0
-        lim = kappa * sig
-        for j in range(m):
-            if abs(buf[j] - med) <= lim:
-                buf[k] = buf[j]
-                k += 1
-        if k == m:
-            break
-        m = k
-    mean = 0.0
-    for j in range(m):
-        mean += buf[j]
-    if m >= 16 and sig > 0:
-        # noise from the lower half only (median - 15.87th percentile): stars, cosmic
-        # rays and hot pixels are all positive, so their faint wings do not inflate it
-        low = med - np.quantile(buf[:m], 0.15865525393145707)
-        if low > 0:
-            sig = low
-    return med, sig, mean / max(m, 1)
-
-
-# exponents (a, b) of the quadratic basis 1, u, w, u^2, uw, w^2, and the position of
-# the moment sum(u^a w^b) in the accumulator of _tile_row_stats
-_EXP_U = np.array([0, 1, 0, 2, 1, 0], dtype=np.int64)
-_EXP_W = np.array([0, 0, 1, 0, 1, 2], dtype=np.int64)
-_MOM_INDEX = np.array(
-    [[0, 2, 5, 9, 14], [1, 4, 8, 13, -1], [3, 7, 12, -1, -1], [6, 11, -1, -1, -1],
-     [10, -1, -1, -1, -1]], dtype=np.int64,
-)  # fmt: skip
-
-
-@njit(parallel=True, cache=True, fastmath=False, nogil=True)
-def _tile_row_stats(band, smooth, mask, use_fit, tile, step, med, sig, flux, count):
-    """Statistics of one row of tiles of ``band`` ``[rows, W]``.
-
-    Per tile column ``i``: clipped median and sigma of a ``step``-subsample of the
-    finite pixels; the number of finite pixels; and the flux above background: the
-    sum over the finite pixels of ``smooth`` (the 3x3 median-filtered band, so that
-    cosmic rays and hot pixels do not count) minus the sum of a quadratic surface
-    fitted (least squares) to ``smooth`` on the pixels outside ``mask`` (the
-    reference's stars).  With the same mask for every frame this is linear in the
-    signal - faint stars left outside the mask lower every frame's flux by the same
-    fraction - and the quadratic follows gradients and glow.  Without a mask
-    (``use_fit`` false) or enough unmasked pixels the tile median is the level.
-    """
-    rows, width = band.shape
-    nx = med.shape[0]
-    for i in prange(nx):
-        x0 = i * tile
-        x1 = min(x0 + tile, width)
-        buf = np.empty(((rows + step - 1) // step) * ((x1 - x0 + step - 1) // step))
-        xc = 0.5 * (x0 + x1 - 1)
-        yc = 0.5 * (rows - 1)
-        scale = 1.0 / tile
-        mom = np.zeros(15)  # sums of u^a w^b (a + b <= 4) over the fit pixels
-        rhs = np.zeros(6)
-        all_b = np.zeros(6)
-        n = 0
-        total = 0.0
-        nfin = 0
-        n_fit = 0
-        for y in range(rows):
-            w = (y - yc) * scale
-            w2 = w * w
-            sampled_row = y % step == 0
-            for x in range(x0, x1):
-                v = band[y, x]
-                if np.isfinite(v):
-                    sv = smooth[y, x]
-                    total += sv
-                    nfin += 1
-                    u = (x - xc) * scale
-                    u2 = u * u
-                    all_b[1] += u
-                    all_b[2] += w
-                    all_b[3] += u2
-                    all_b[4] += u * w
-                    all_b[5] += w2
-                    if sampled_row and (x - x0) % step == 0:
-                        buf[n] = v
-                        n += 1
-                        if mask[y, x] == 0:
-                            n_fit += 1
-                            uw = u * w
-                            rhs[0] += sv
-                            rhs[1] += sv * u
-                            rhs[2] += sv * w
-                            rhs[3] += sv * u2
-                            rhs[4] += sv * uw
-                            rhs[5] += sv * w2
-                            mom[1] += u
-                            mom[2] += w
-                            mom[3] += u2
-                            mom[4] += uw
-                            mom[5] += w2
-                            mom[6] += u2 * u
-                            mom[7] += u2 * w
-                            mom[8] += u * w2
-                            mom[9] += w2 * w
-                            mom[10] += u2 * u2
-                            mom[11] += u2 * uw
-                            mom[12] += u2 * w2
-                            mom[13] += uw * w2
-                            mom[14] += w2 * w2
-        all_b[0] = nfin
-        mom[0] = n_fit
-        gram = np.empty((6, 6))
-        for p in range(6):
-            for q in range(6):
-                gram[p, q] = mom[_MOM_INDEX[_EXP_U[p] + _EXP_U[q], _EXP_W[p] + _EXP_W[q]]]
-        count[i] = nfin
-        if n < 16:
-            med[i] = np.nan
-            sig[i] = np.nan
-            flux[i] = 0.0
-            continue
-        m, s, _ = _clipped_stats(buf, n, 3.0, 5)
-        med[i] = m
-        sig[i] = s
-        flux[i] = total - nfin * m
-        if use_fit and n_fit >= 32 and n_fit >= 0.2 * n:
-            # a singular fit (pixels on a line) keeps the median level
-            if abs(np.linalg.det(gram)) > 1e-12 * gram[0, 0] ** 6:
-                coef = np.linalg.solve(gram, rhs)
-                level = 0.0
-                for p in range(6):
-                    level += coef[p] * all_b[p]
-                flux[i] = total - level
 
 
 def default_tile(shape: tuple[int, ...]) -> int:
@@ -284,26 +135,16 @@ class FrameStats:
     star_mask: np.ndarray | None = None
     block_noise: np.ndarray | None = None
 
+    @cached_property
+    def background_model(self) -> np.ndarray:
+        """The tile grid as a background model (:func:`_background_grid`), read-only.
 
-def _binned_deviations(plane: np.ndarray, tile: int, b: int) -> np.ndarray:
-    """``b×b`` block means of *plane* minus their tile's median block mean, times *b*.
-
-    Blocks with a non-finite pixel (stars are set to NaN by the caller) are left out,
-    and so are tiles with fewer than 16 blocks.  Pooled over the frame, their clipped
-    standard deviation is the per-pixel-equivalent noise at the block scale.
-    """
-    rows, width = plane.shape
-    rb, wb = rows // b, width // b
-    if rb == 0 or wb == 0:
-        return np.empty(0)
-    means = plane[: rb * b, : wb * b].reshape(rb, b, wb, b).mean(axis=(1, 3), dtype=np.float64)
-    out = []
-    for i in range(-(-width // tile)):
-        vals = means[:, (i * tile) // b : ((i + 1) * tile) // b].ravel()
-        vals = vals[np.isfinite(vals)]
-        if vals.size >= 16:
-            out.append(b * (vals - np.median(vals)))
-    return np.concatenate(out) if out else np.empty(0)
+        Computed once per frame: normalisation asks for it more than once (before and
+        after the weights are known).
+        """
+        model = _background_grid(self)
+        model.setflags(write=False)
+        return model
 
 
 def _clipped_std(dev: np.ndarray, kappa: float = 3.0, iters: int = 5) -> float:
@@ -389,13 +230,21 @@ def measure_frame(
             for c in range(channels):
                 plane = planes[c]
                 finite = np.isfinite(plane)
-                fill = np.float32(np.median(plane[finite])) if finite.any() else np.float32(0)
+                if finite.all():
+                    smooths.append(cv2.medianBlur(plane, 3))
+                    continue
+                # no-data pixels are filled with the band's level (the median of a 1/16
+                # subsample) so that the 3x3 median next to the footprint edge ignores them
+                sub = plane[::4, ::4]
+                sub = sub[np.isfinite(sub)]
+                sub = sub if sub.size else plane[finite]
+                fill = np.float32(np.median(sub)) if sub.size else np.float32(0)
                 smooths.append(cv2.medianBlur(np.where(finite, plane, fill), 3))
             if new_mask is not None:
                 band_mask = new_mask[y0:y1]
                 empty = np.zeros((y1 - y0, width), dtype=np.uint8)
                 for c in range(channels):
-                    _tile_row_stats(
+                    tile_row_stats(
                         planes[c], smooths[c], empty, False, tile, tile_step,
                         grid[c, j], tsig[c, j], tflux[c, j], tcount[c, j],
                     )  # fmt: skip
@@ -409,7 +258,7 @@ def measure_frame(
                     else np.zeros((y1 - y0, width), dtype=np.uint8)
                 )
             for c in range(channels):
-                _tile_row_stats(
+                tile_row_stats(
                     planes[c], smooths[c], np.ascontiguousarray(band_mask), use_fit, tile,
                     tile_step,
                     grid[c, j], tsig[c, j], tflux[c, j], tcount[c, j],
@@ -417,8 +266,9 @@ def measure_frame(
                 # the noise leaves out the given star mask and this frame's own stars
                 level = np.repeat(grid[c, j] + 3 * tsig[c, j], tile)[:width]
                 own = cv2.dilate((smooths[c] > level[None, :]).astype(np.uint8), kernel)
-                starless = np.where((band_mask != 0) | (own != 0), np.float32(np.nan), planes[c])
-                devs[c].append(_binned_deviations(starless, tile, noise_block))
+                np.bitwise_or(own, band_mask, out=own)
+                dev = np.empty((y1 - y0) * width // noise_block**2)
+                devs[c].append(dev[: binned_deviations(planes[c], own, tile, noise_block, dev)])
                 sample = planes[c][first::stride, ::stride].ravel()
                 subs[c].append(sample[np.isfinite(sample)])
     location = np.empty(channels)
@@ -734,7 +584,7 @@ def compute_normalization(
                 source[i] = "dispersion"
         if method == "local":
             surfaces = []
-            b_ref = _background_grid(ref)
+            b_ref = ref.background_model
             if flux_scales is not None:
                 fs = np.asarray(flux_scales, dtype=np.float64)
                 fs = np.broadcast_to(fs.reshape(n, -1), (n, channels))
@@ -751,9 +601,7 @@ def compute_normalization(
                     source[i] = "none"
                     k = np.where(np.isfinite(k), k, 1.0)
                 scales[i] = k
-            grids = [
-                b_ref if i == reference else _background_grid(st) for i, st in enumerate(stats)
-            ]
+            grids = [b_ref if i == reference else st.background_model for i, st in enumerate(stats)]
             if weights is None:
                 noise = (
                     np.stack(

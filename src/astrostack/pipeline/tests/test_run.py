@@ -86,6 +86,40 @@ def test_end_to_end_matches_truth(night):
     assert json.loads((out / "quality.json").read_text())[0]["file"] == rows[0]["file"]
 
 
+def test_reference_is_near_sharpest_and_central_and_transforms_compose(night):
+    """One reference for registration and stack: among the frames as sharp as the best
+    (stars per PSF area, 5 % band) the one nearest the median pointing; every light's
+    transform onto it agrees with the truth (composed when registration went through
+    the sharpest frame first)."""
+    from astrostack.pipeline.selection import choose_reference
+
+    frames, _root, result = night
+    (g,) = result.groups
+    assert g.reference is g.best and g.reference in g.used
+    rec = g.reference.registration
+    assert rec["ok"] and rec["method"] == "reference" and np.allclose(rec["matrix"], np.eye(3))
+    truth = {Path(t.file).name: np.asarray(t.matrix, dtype=np.float64)
+             for t in load_truth(frames).lights}  # fmt: skip
+    h, w = g.reference.meta.shape[-2:]
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
+    to_ref = np.linalg.inv(truth[Path(g.reference.name).name])
+    for f in g.used:
+        expected = to_ref @ truth[Path(f.name).name]
+        got = np.asarray(f.registration["matrix"], dtype=np.float64)
+        pe, pg = expected @ corners, got @ corners
+        err = np.hypot(*(pe[:2] / pe[2] - pg[:2] / pg[2]))
+        assert err.max() < 0.15, (f.name, err)
+    # the choice, redone with the true pointings
+    centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+    pos = {f.name: (truth[Path(f.name).name] @ centre)[:2] for f in g.used}
+    median = np.median(np.array(list(pos.values())), axis=0)
+    dist = [float(np.hypot(*(pos[f.name] - median))) for f in g.used]
+    n = [f.quality["n_stars"] for f in g.used]
+    fwhm = [f.quality["fwhm"] for f in g.used]
+    want = g.used[choose_reference(n, fwhm, dist)]
+    assert dist[g.used.index(g.reference)] <= dist[g.used.index(want)] + 0.5
+
+
 def test_progress_events_and_stage_log(night):
     result = night[2]
     names = [s.name for s in result.stages]

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from astrostack.pipeline.config import SelectionConfig
-from astrostack.pipeline.selection import quality_score, robust_z, select_frames
+from astrostack.pipeline.selection import (
+    choose_reference,
+    quality_score,
+    robust_z,
+    select_frames,
+)
 
 
 def _session(n=24, seed=1):
@@ -104,3 +109,42 @@ def test_robust_z_and_score():
     assert z[4] > 50 and np.isnan(z[5])
     s = quality_score({"fwhm": np.array([2.0, 4.0]), "noise": np.array([1.0, 1.0])})
     assert s[0] / s[1] == pytest.approx(4.0)
+
+
+def test_reference_is_sharpest_without_pointing():
+    n = [400, 420, 380, 410]
+    fwhm = [3.0, 2.8, 3.1, 2.8]
+    assert choose_reference(n, fwhm) == 1  # 420 / 2.8^2 is the best; earlier on ties
+    assert choose_reference([400, 400], [3.0, 3.0]) == 0
+    assert choose_reference([], []) == -1
+    # frames without a FWHM are not chosen while another frame has one
+    assert choose_reference([900, 300], [np.nan, 3.0]) == 1
+    # no FWHM anywhere: most stars
+    assert choose_reference([100, 300, 200], [np.nan, np.nan, np.nan]) == 1
+
+
+def test_reference_among_near_ties_is_nearest_the_median_pointing():
+    rng = np.random.default_rng(5)
+    n = rng.normal(400, 4, 12).round()
+    fwhm = rng.normal(3.0, 0.02, 12)  # all within a few per cent: near-ties
+    fwhm[3] = 3.6  # clearly softer
+    distance = rng.uniform(5, 30, 12)
+    distance[3] = 0.0  # nearest the median pointing, but not sharp enough
+    distance[8] = 1.0
+    assert choose_reference(n, fwhm, distance) == 8
+    # measurement noise in FWHM and star counts does not move the choice
+    for seed in range(20):
+        r = np.random.default_rng(100 + seed)
+        noisy_n = n * r.normal(1, 0.01, 12)
+        noisy_f = fwhm * r.normal(1, 0.01, 12)
+        assert choose_reference(noisy_n, noisy_f, distance) == 8
+    # a strict band picks the sharpest, and an unknown pointing is never preferred
+    best = int(np.argmax(n / fwhm**2))
+    assert choose_reference(n, fwhm, distance, tolerance=0.0) == best
+    far = distance.copy()
+    far[8] = np.nan
+    assert choose_reference(n, fwhm, far) != 8
+    with pytest.raises(ValueError, match="tolerance"):
+        choose_reference(n, fwhm, distance, tolerance=1.0)
+    with pytest.raises(ValueError, match="one length"):
+        choose_reference(n, fwhm[:-1])

@@ -296,6 +296,7 @@ def test_statistics_cache_skips_the_measuring_pass(tmp_path, monkeypatch):
     assert len(list(cache.glob("*.pkl"))) == 6
     calls = []
     real = integrate.measure_frame
+
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
@@ -304,9 +305,7 @@ def test_statistics_cache_skips_the_measuring_pass(tmp_path, monkeypatch):
     # Same frames, other rejection: no frame is measured again, normalisation is identical.
     again = stack_frames(paths, method="winsorized", stats_cache=cache)
     assert calls == []
-    np.testing.assert_array_equal(
-        [r.scale for r in again.frames], [r.scale for r in first.frames]
-    )
+    np.testing.assert_array_equal([r.scale for r in again.frames], [r.scale for r in first.frames])
     plain = stack_frames(paths, method="winsorized")
     np.testing.assert_array_equal(again.image, plain.image)
     # A rewritten frame (new mtime) is measured afresh, and only that one.
