@@ -83,7 +83,9 @@ def save_npy(path: str | Path, array: np.ndarray) -> Path:
     arr = np.ascontiguousarray(array)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    # The cache can be recomputed and lookup() checks sizes, so no fsync (only a killed
+    # process must leave it consistent, which the rename alone guarantees).
+    with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr, allow_pickle=False)
     return path
 
@@ -189,7 +191,7 @@ class StageCache:
             record_files[role] = {"name": p.name, "size": p.stat().st_size}
         record = {"key": key, "stage": stage, "files": record_files, "meta": meta or {}}
         text = json.dumps(record, sort_keys=True, default=_jsonable, indent=1)
-        with atomic_path(self._manifest(stage, key)) as tmp:
+        with atomic_path(self._manifest(stage, key), durable=False) as tmp:
             tmp.write_text(text)
         return CacheEntry(stage=stage, key=key, files=dict(files), meta=meta or {})
 

@@ -191,7 +191,7 @@ def get_masters(
                 problems.append(msg)
                 continue
             path = cache.path("masters", key, suffix=".fits")
-            master.save(path)
+            master.save(path, durable=False)
             left_out = [[str(p), r] for p, r in master.skipped]
             cache.commit(
                 "masters", key, {"data": path},
@@ -455,7 +455,7 @@ def warp_frame(
             data = debayer(data, bayer, method=cfg.color.debayer)
     path = warp_to_file(
         data, matrix, out_shape, cache.path("registered", key),
-        method=cfg.registration.interpolation,
+        method=cfg.registration.interpolation, durable=False,
     )  # fmt: skip
     light.reg_path = path
     cache.commit("registered", key, {"data": path}, {"source": str(light.path)})

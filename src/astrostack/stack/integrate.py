@@ -296,7 +296,7 @@ def stack_frames(
                 logger.warning("ignoring unreadable statistics cache %s: %s", cached, exc)
         st = measure_frame(src, tile=tile, star_mask=star_mask, make_mask=star_mask is None)
         if cached is not None:
-            with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
+            with atomic_path(cached, durable=False) as tmp, open(tmp, "wb") as fh:
                 pickle.dump(st, fh, protocol=pickle.HIGHEST_PROTOCOL)
         return st
 
