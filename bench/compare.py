@@ -39,15 +39,19 @@ from astropy.io import fits
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality import measure_against_truth  # noqa: E402
+from quality import match_resolution, measure_against_truth  # noqa: E402
 
 from astrostack.simulate import SessionConfig, simulate_session  # noqa: E402
 
 
 def _measured(cmd: list[str], log: Path) -> tuple[dict, str]:
     """Run *cmd* under ``_measure.py``; return its measurement and its stdout."""
-    proc = subprocess.run([sys.executable, str(HERE / "_measure.py"), "--", *cmd],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "_measure.py"), "--", *cmd],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
     measure = json.loads(lines[-1]) if lines else {"returncode": proc.returncode}
@@ -65,8 +69,10 @@ def _load(path: str | Path) -> np.ndarray:
 
 def run_astrostack(session: Path, out: Path) -> dict:
     exe = shutil.which("astrostack", path=str(Path(sys.executable).parent)) or "astrostack"
-    measure, _ = _measured([exe, "run", str(session), "-o", str(out), "--quiet", "--force"],
-                           out.parent / "astrostack.log")
+    measure, _ = _measured(
+        [exe, "run", str(session), "-o", str(out), "--quiet", "--force"],
+        out.parent / "astrostack.log",
+    )
     stages = {}
     info = out / "session.json"
     if info.exists():
@@ -87,26 +93,81 @@ def run_peer(script: str, session: Path, out: Path, colour: bool) -> dict:
 
 
 def _row(name: str, res: dict, q: dict) -> dict:
-    return {"tool": name, "wall_s": res.get("wall_s"), "peak_mib": res.get("peak_mib"),
-            "stages": res.get("stages", {}), "returncode": res.get("returncode"), **q}
+    return {
+        "tool": name,
+        "wall_s": res.get("wall_s"),
+        "peak_mib": res.get("peak_mib"),
+        "stages": res.get("stages", {}),
+        "returncode": res.get("returncode"),
+        "stack": res.get("stack"),
+        **q,
+    }
 
 
-def compare(size: tuple[int, int], lights: int, colour: bool, out: Path, peers: list[str],
-            calib: int, seed: int) -> list[dict]:
-    kind = "colour" if colour else "mono"
-    session = out / f"session-{kind}"
+def _simulated(session: Path, config: SessionConfig, keep: bool) -> None:
+    """Simulate *config* into *session*; with *keep*, reuse a finished one of the same config."""
+    stamp = session.with_name(session.name + ".done")
+    wanted = repr(config)
+    if keep and session.exists() and stamp.exists() and stamp.read_text() == wanted:
+        print(f"reusing {session}", flush=True)
+        return
+    stamp.unlink(missing_ok=True)
     if session.exists():
         shutil.rmtree(session)
-    config = SessionConfig(shape=size, n_lights=lights, n_bias=calib, n_darks=calib,
-                           n_flats=calib, satellites=2, n_stars=max(800, size[0] * size[1] // 4000),
-                           bayer="RGGB" if colour else None, seed=seed)
-    print(f"simulating {kind} session {size[1]}x{size[0]}, {lights} lights ...", flush=True)
     simulate_session(session, config)
+    stamp.write_text(wanted)
+
+
+def _equal_resolution(rows: list[dict], session: Path) -> None:
+    """Add ``snr_matched``/``fwhm_matched``: SNR with every result blurred to the widest FWHM."""
+    fwhms = [r["fwhm"] for r in rows if np.isfinite(r.get("fwhm", np.nan)) and r.get("stack")]
+    if len(fwhms) < 2:
+        return
+    target = max(fwhms) * 1.02  # a little wider than the widest, so every result is blurred
+    for r in rows:
+        if not r.get("stack") or not np.isfinite(r.get("fwhm", np.nan)):
+            continue
+        try:
+            blurred = match_resolution(_load(r["stack"]), r["fwhm"], target)
+            q = measure_against_truth(blurred, str(session))
+        except Exception as exc:  # a peer's odd output must not stop the table
+            r["snr_matched_error"] = repr(exc)
+            continue
+        r["snr_matched"] = q.get("snr_extended")
+        r["fwhm_matched"] = q.get("fwhm")
+
+
+def compare(
+    size: tuple[int, int],
+    lights: int,
+    colour: bool,
+    out: Path,
+    peers: list[str],
+    calib: int,
+    seed: int,
+    keep: bool = False,
+) -> list[dict]:
+    kind = "colour" if colour else "mono"
+    session = out / f"session-{kind}"
+    config = SessionConfig(
+        shape=size,
+        n_lights=lights,
+        n_bias=calib,
+        n_darks=calib,
+        n_flats=calib,
+        satellites=2,
+        n_stars=max(800, size[0] * size[1] // 4000),
+        bayer="RGGB" if colour else None,
+        seed=seed,
+    )
+    print(f"simulating {kind} session {size[1]}x{size[0]}, {lights} lights ...", flush=True)
+    _simulated(session, config, keep)
     rows = []
     tools = [("astrostack", lambda o: run_astrostack(session, o))]
     if "ccdproc" in peers and not colour:
-        tools.append(("ccdproc+astroalign",
-                      lambda o: run_peer("ccdproc_pipeline.py", session, o, colour)))
+        tools.append(
+            ("ccdproc+astroalign", lambda o: run_peer("ccdproc_pipeline.py", session, o, colour))
+        )
     if "siril" in peers and shutil.which("siril-cli"):
         tools.append(("siril", lambda o: run_peer("siril_pipeline.py", session, o, colour)))
     for name, runner in tools:
@@ -115,12 +176,20 @@ def compare(size: tuple[int, int], lights: int, colour: bool, out: Path, peers: 
         quality = {}
         if res.get("stack"):
             try:
-                quality = measure_against_truth(_load(res["stack"]), str(session),
-                                                maps=out / "maps", name=f"{kind}-{name}")
+                quality = measure_against_truth(
+                    _load(res["stack"]), str(session), maps=out / "maps", name=f"{kind}-{name}"
+                )
             except Exception as exc:  # a peer's odd output must not stop the comparison
                 quality = {"error": repr(exc)}
         rows.append(_row(name, res, quality))
-    shutil.rmtree(session)
+        # a full-size run leaves tens of GB of intermediate frames; the table is what counts
+        for sub in (out / f"{kind}-{name}").glob("*"):
+            if sub.is_dir():
+                shutil.rmtree(sub, ignore_errors=True)
+    _equal_resolution(rows, session)
+    if not keep:
+        shutil.rmtree(session)
+        session.with_name(session.name + ".done").unlink(missing_ok=True)
     return rows
 
 
@@ -134,8 +203,14 @@ def scaling(size: tuple[int, int], counts: list[int], out: Path, seed: int) -> l
         print(f"scaling: {n} lights ...", flush=True)
         simulate_session(session, config)
         res = run_astrostack(session, out / f"scaling-{n}-astrostack")
-        rows.append({"lights": n, "wall_s": res.get("wall_s"), "peak_mib": res.get("peak_mib"),
-                     "s_per_light": res.get("wall_s", float("nan")) / n})
+        rows.append(
+            {
+                "lights": n,
+                "wall_s": res.get("wall_s"),
+                "peak_mib": res.get("peak_mib"),
+                "s_per_light": res.get("wall_s", float("nan")) / n,
+            }
+        )
         shutil.rmtree(session)
     return rows
 
@@ -150,8 +225,20 @@ def render(results: dict) -> str:
     lines = []
     for kind, rows in results["compare"].items():
         lines.append(f"\n### {kind}\n")
-        cols = ["tool", "wall_s", "peak_mib", "noise_rel", "noise_bin_rel", "snr_extended",
-                "snr_extended_px", "background_error", "fwhm", "outliers_per_mpx"]
+        cols = [
+            "tool",
+            "wall_s",
+            "peak_mib",
+            "noise_rel",
+            "noise_bin_rel",
+            "snr_extended",
+            "snr_extended_px",
+            "background_error",
+            "fwhm",
+            "snr_matched",
+            "fwhm_matched",
+            "outliers_per_mpx",
+        ]
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "---|" * len(cols))
         for r in rows:
@@ -163,7 +250,10 @@ def render(results: dict) -> str:
                     f"\nastrostack / {r['tool']}: time {ours['wall_s'] / r['wall_s']:.3f}, "
                     f"peak memory {ours['peak_mib'] / r['peak_mib']:.3f}, "
                     f"SNR {_fmt(ours.get('snr_extended', np.nan) / r.get('snr_extended', np.nan))}"
-                    f", FWHM {_fmt(ours.get('fwhm', np.nan) / r.get('fwhm', np.nan))}")
+                    f", FWHM {_fmt(ours.get('fwhm', np.nan) / r.get('fwhm', np.nan))}"
+                    f", SNR at equal resolution "
+                    f"{_fmt(ours.get('snr_matched', np.nan) / r.get('snr_matched', np.nan))}"
+                )
         lines.append("\nStage times (s):\n")
         for r in rows:
             stages = ", ".join(f"{k} {_fmt(v)}" for k, v in r.get("stages", {}).items())
@@ -172,8 +262,10 @@ def render(results: dict) -> str:
         lines.append("\n### astrostack scaling\n")
         lines.append("| lights | wall_s | s_per_light | peak_mib |\n|---|---|---|---|")
         for r in results["scaling"]:
-            lines.append(f"| {r['lights']} | {_fmt(r['wall_s'])} | {_fmt(r['s_per_light'])} | "
-                         f"{_fmt(r['peak_mib'])} |")
+            lines.append(
+                f"| {r['lights']} | {_fmt(r['wall_s'])} | {_fmt(r['s_per_light'])} | "
+                f"{_fmt(r['peak_mib'])} |"
+            )
     return "\n".join(lines)
 
 
@@ -188,6 +280,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scaling", default="", help="e.g. 10,40,160")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=str(HERE / "out"))
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the simulated sessions in --out and reuse them next time "
+        "(same size, lights, calib and seed)",
+    )
     args = parser.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     out = Path(args.out)
@@ -197,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     kinds = ([] if args.no_mono else [False]) + ([True] if args.colour else [])
     for colour in kinds:
         results["compare"]["colour" if colour else "mono"] = compare(
-            (h, w), args.lights, colour, out, peers, args.calib, args.seed)
+            (h, w), args.lights, colour, out, peers, args.calib, args.seed, args.keep
+        )
     if args.scaling:
         counts = [int(v) for v in args.scaling.split(",")]
         results["scaling"] = scaling((h, w), counts, out, args.seed)

@@ -38,8 +38,9 @@ def main(session: Path, out: Path) -> dict:
     times: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    master_bias = ccdproc.combine(_files(session / "bias"), method="median", unit="adu",
-                                  mem_limit=MEM_LIMIT)
+    master_bias = ccdproc.combine(
+        _files(session / "bias"), method="median", unit="adu", mem_limit=MEM_LIMIT
+    )
     darks = []
     for i, f in enumerate(_files(session / "darks")):
         ccd = ccdproc.subtract_bias(CCDData.read(f, unit="adu"), master_bias)
@@ -54,13 +55,15 @@ def main(session: Path, out: Path) -> dict:
     for i, f in enumerate(_files(session / "flats")):
         ccd = CCDData.read(f, unit="adu")
         ccd = ccdproc.subtract_bias(ccd, master_bias)
-        ccd = ccdproc.subtract_dark(ccd, master_dark, exposure_time="EXPTIME",
-                                    exposure_unit=u.second, scale=True)
+        ccd = ccdproc.subtract_dark(
+            ccd, master_dark, exposure_time="EXPTIME", exposure_unit=u.second, scale=True
+        )
         path = out / f"flat_{i:04d}.fits"
         ccd.write(path, overwrite=True)
         flats.append(str(path))
-    master_flat = ccdproc.combine(flats, method="median", scale=lambda a: 1.0 / np.ma.median(a),
-                                  mem_limit=MEM_LIMIT)
+    master_flat = ccdproc.combine(
+        flats, method="median", scale=lambda a: 1.0 / np.ma.median(a), mem_limit=MEM_LIMIT
+    )
     times["masters"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -68,8 +71,9 @@ def main(session: Path, out: Path) -> dict:
     for i, f in enumerate(_files(session / "lights")):
         ccd = CCDData.read(f, unit="adu")
         ccd = ccdproc.subtract_bias(ccd, master_bias)
-        ccd = ccdproc.subtract_dark(ccd, master_dark, exposure_time="EXPTIME",
-                                    exposure_unit=u.second, scale=True)
+        ccd = ccdproc.subtract_dark(
+            ccd, master_dark, exposure_time="EXPTIME", exposure_unit=u.second, scale=True
+        )
         ccd = ccdproc.flat_correct(ccd, master_flat)
         path = out / f"light_{i:04d}.fits"
         ccd.write(path, overwrite=True)
@@ -95,10 +99,16 @@ def main(session: Path, out: Path) -> dict:
     times["register"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    stack = ccdproc.combine(registered, method="average", sigma_clip=True,
-                            sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
-                            sigma_clip_func=np.ma.median, sigma_clip_dev_func=mad_std,
-                            mem_limit=MEM_LIMIT)
+    stack = ccdproc.combine(
+        registered,
+        method="average",
+        sigma_clip=True,
+        sigma_clip_low_thresh=3,
+        sigma_clip_high_thresh=3,
+        sigma_clip_func=np.ma.median,
+        sigma_clip_dev_func=mad_std,
+        mem_limit=MEM_LIMIT,
+    )
     stack.data = stack.data.astype(np.float32)
     stack.write(out / "stack.fits", overwrite=True)
     times["stack"] = time.perf_counter() - t0

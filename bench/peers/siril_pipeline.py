@@ -62,8 +62,12 @@ def main(session: Path, out: Path, colour: bool) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     # Siril's scripts expect biases/ darks/ flats/ lights/ in the working folder.
-    for ours, theirs in (("bias", "biases"), ("darks", "darks"), ("flats", "flats"),
-                         ("lights", "lights")):
+    for ours, theirs in (
+        ("bias", "biases"),
+        ("darks", "darks"),
+        ("flats", "flats"),
+        ("lights", "lights"),
+    ):
         # Real folders of per-file links: a linked folder would make Siril's
         # '-out=../process' resolve inside the input session.
         (out / theirs).mkdir()
@@ -75,8 +79,12 @@ def main(session: Path, out: Path, colour: bool) -> dict:
         script = out / f"{name}.ssf"
         script.write_text(HEADER + body.format(cfa=cfa))
         t0 = time.perf_counter()
-        proc = subprocess.run(["siril-cli", "-d", str(out), "-s", str(script)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["siril-cli", "-d", str(out), "-s", str(script)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         times[name] = time.perf_counter() - t0
         (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
