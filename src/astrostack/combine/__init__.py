@@ -1,6 +1,8 @@
 """The merge machinery shared by masters and the final stack.
 
 - :mod:`.kernels`: per-pixel rejection and combination (compiled), ``combine``.
+- :mod:`.rejection`: the compiled per-pixel rejection kernels behind ``combine``.
+- :mod:`.winsorized`: winsorized sigma clipping, per pixel and block-wise.
 - :mod:`.stats`: compiled order statistics (``robust_location_scale``).
 - :mod:`.sources`: frame sources that read row bands.
 - :mod:`.engine`: the streamed band combine with a memory budget.

@@ -17,6 +17,9 @@ weighted mean of the kept values in float64 (the plain median for ``median``).  
 mean needs no sort: it is accumulated across the block's pixels frame by frame.
 Classic sigma clipping with equal weights makes its first pass across the whole sorted
 block (bit-identical to the per-pixel path); only pixels that reject something go on
+pixel by pixel.  Winsorized clipping runs every pixel of the block that has all N values
+through :func:`~.winsorized.winsorized_block` (each step of every pixel's iterations
+taken side by side, bit-identical to the per-pixel path, any weights); the others go
 pixel by pixel.
 
 Method codes and the parameter vectors are built by :mod:`astrostack.combine.kernels`;
@@ -34,8 +37,6 @@ from .stats import (
     count_below,
     esd_critical_values,
     extremes_to_ends,
-    first_ge,
-    first_gt,
     median_inplace,
     sort_columns,
     sort_pairs,
@@ -44,6 +45,7 @@ from .stats import (
     sorted_mad,
     sorted_median,
 )
+from .winsorized import _reject_winsorized, winsorized_block
 
 __all__ = [
     "FP_CUTOFF",
@@ -89,50 +91,6 @@ IP_N_LOW = 1
 IP_N_HIGH = 2
 IP_STDFUNC = 3  # 0 = classic std (ddof=0), 1 = MAD std
 IP_MIN_KEPT = 4
-
-# Winsorization constants (Huber's 1.5 sigma clip and the 1.134 correction that makes
-# the winsorized std of a Gaussian consistent with sigma), as in Siril and PixInsight.
-_WINSOR_CLIP = 1.5
-_WINSOR_CORR = 1.134
-_WINSOR_TOL = 5e-4
-_WINSOR_MAX_INNER = 50
-# The winsorization cutoff is measured in min(Huber sigma, this x MAD sigma).  1: a
-# third of outliers (2 of 6 hits, flickering pixels of real darks) are still caught,
-# where the Huber sigma alone is dragged up by them; 2 would cut ten-fold the (already
-# rare) loss of good values on clean N=20 data but misses those.  A fixed choice of the
-# algorithm, not a tunable.
-_CUTOFF_MAD_CAP = 1.0
-
-
-@njit(cache=True, fastmath=False)
-def _limit_ends(v, lo, hi, n_lo, n_hi, centre, scale_lo, scale_hi, min_kept):  # pragma: no cover
-    """Trim end rejections so that at least ``min_kept`` values stay.
-
-    When ``n_lo + n_hi`` rejections would leave fewer than ``min_kept`` values, only the
-    most deviant ones (distance to ``centre`` in units of the low / high threshold) are
-    rejected.  Returns the allowed ``(n_lo, n_hi, trimmed)``.
-    """
-    n = hi - lo
-    allowed = n - min_kept
-    if allowed < 0:
-        allowed = 0
-    if n_lo + n_hi <= allowed:
-        return n_lo, n_hi, False
-    a = 0
-    b = 0
-    while a + b < allowed:
-        take_lo = False
-        if a < n_lo and b < n_hi:
-            d_lo = (centre - v[lo + a]) / scale_lo if scale_lo > 0 else np.inf
-            d_hi = (v[hi - 1 - b] - centre) / scale_hi if scale_hi > 0 else np.inf
-            take_lo = d_lo >= d_hi
-        elif a < n_lo:
-            take_lo = True
-        if take_lo:
-            a += 1
-        else:
-            b += 1
-    return a, b, True
 
 
 @njit(cache=True, fastmath=False)
@@ -191,124 +149,6 @@ def _reject_sigma(v, lo, hi, c1, c2, ref, sl, sh, maxiters, stdfunc):  # pragma:
             break
         lo += nl
         hi -= nh
-    return lo, hi
-
-
-@njit(cache=True, fastmath=False)
-def _huber_winsorized(v, lo, hi, c1, c2, ref, loc, sigma, far_lo, far_hi, n_below, n_above):
-    """Huber location and scale of the sorted ``v[lo:hi]`` by iterated winsorization.
-
-    Starts from ``(loc, sigma)`` or, when ``sigma`` is NaN, from the median and the MAD
-    sigma; each step winsorizes the *original* values at ``location +- 1.5 sigma`` and
-    sets ``location`` = mean and ``sigma = 1.134 *`` sample std of the winsorized values
-    (1.134 makes it consistent for a Gaussian), until sigma changes by < 0.05 %: the
-    fixed point of Huber's proposal 2.  Values below ``far_lo`` or above ``far_hi``
-    (fixed bounds, ``-inf`` / ``+inf`` for none) are replaced by the location instead of
-    the bound, so gross outliers do not pull the estimate.  The values being sorted,
-    each step is O(1) amortised: the clip points are walked from the previous step's
-    and running sums give the unclipped middle.  ``n_below`` / ``n_above`` more values,
-    already rejected below / above ``v[lo:hi]``, count as winsorized at the clip points.
-    Returns ``(location, sigma, MAD sigma)`` (the last NaN unless started from the
-    median).
-    """
-    n_in = hi - lo
-    n = n_in + n_below + n_above
-    s_mad = np.nan
-    if not sigma == sigma:
-        loc = sorted_median(v, lo, hi)
-        sigma = 1.482602218505602 * sorted_mad(v, lo, hi, loc)
-        s_mad = sigma
-        if sigma <= 0.0:
-            # more than half the values are equal: fall back to the sample std
-            s = c1[hi] - c1[lo]
-            var = (c2[hi] - c2[lo] - s * s / n_in) / (n_in - 1)
-            sigma = np.sqrt(var) if var > 0.0 else 0.0
-    a_c = first_ge(v, lo, hi, far_lo)  # v[lo:a_c] < far_lo -> loc
-    b_c = first_gt(v, a_c, hi, far_hi)  # v[b_c:hi] > far_hi -> loc
-    n_far = (a_c - lo) + (hi - b_c)
-    a_t = first_ge(v, a_c, b_c, loc - _WINSOR_CLIP * sigma)
-    b_t = first_gt(v, a_t, b_c, loc + _WINSOR_CLIP * sigma)
-    for it in range(_WINSOR_MAX_INNER):
-        if sigma <= 0.0:
-            break
-        t0 = loc - _WINSOR_CLIP * sigma
-        t1 = loc + _WINSOR_CLIP * sigma
-        # the clip points move little from one step to the next: walk, don't bisect
-        # v[a_c:a_t] < t0 -> t0; v[a_t:b_t] kept as they are; v[b_t:b_c] > t1 -> t1
-        while a_t > a_c and v[a_t - 1] >= t0:
-            a_t -= 1
-        while a_t < b_c and v[a_t] < t0:
-            a_t += 1
-        if b_t < a_t:
-            b_t = a_t
-        while b_t > a_t and v[b_t - 1] > t1:
-            b_t -= 1
-        while b_t < b_c and v[b_t] <= t1:
-            b_t += 1
-        n_lo = a_t - a_c + n_below
-        n_hi = b_c - b_t + n_above
-        dl = loc - ref
-        d0 = t0 - ref
-        d1 = t1 - ref
-        s = n_far * dl + n_lo * d0 + n_hi * d1 + (c1[b_t] - c1[a_t])
-        ss = n_far * dl * dl + n_lo * d0 * d0 + n_hi * d1 * d1 + (c2[b_t] - c2[a_t])
-        mean = s / n
-        var = (ss - s * mean) / (n - 1)
-        s0 = sigma
-        loc = ref + mean
-        sigma = _WINSOR_CORR * np.sqrt(var) if var > 0.0 else 0.0
-        if it > 0 and abs(s0 - sigma) < s0 * _WINSOR_TOL:
-            break
-    return loc, sigma, s_mad
-
-
-@njit(cache=True, fastmath=False)
-def _reject_winsorized(v, lo, hi, c1, c2, ref, sl, sh, cutoff, maxiters, min_kept):
-    """Winsorized sigma clipping on the sorted ``v[lo:hi]``; returns the kept range.
-
-    Each pass: Huber location ``m`` and scale ``sigma`` by winsorization, reject
-    ``v < m - sl*sigma`` and ``v > m + sh*sigma``; stop when nothing changes, after
-    ``maxiters`` passes, or when ``min_kept`` values would not remain (then only the
-    most deviant are rejected).  On the first pass, when values lie beyond ``cutoff``
-    times the plain Huber sigma, the estimate is refined with those values replaced by
-    the location.  The cutoff bounds stay fixed during the refinement: bounds that
-    followed the shrinking sigma would feed back on themselves and collapse sigma on
-    clean data whose MAD is low by chance (0.2 % of N=20 Gaussian pixels then lost
-    4 to 9 good values).
-    """
-    lo0 = lo
-    hi0 = hi
-    loc = 0.0
-    sigma = np.nan  # the first pass starts from the median and MAD, later ones from the last
-    for it in range(maxiters):
-        n = hi - lo
-        if n <= min_kept or n < 3:
-            break
-        loc, sigma, s_mad = _huber_winsorized(
-            v, lo, hi, c1, c2, ref, loc, sigma, -np.inf, np.inf, lo - lo0, hi0 - hi
-        )
-        if not sigma > 0.0:
-            break
-        if it == 0 and cutoff > 0.0:
-            med = sorted_median(v, lo, hi)
-            s_cut = min(sigma, _CUTOFF_MAD_CAP * s_mad)
-            f0 = med - cutoff * s_cut
-            f1 = med + cutoff * s_cut
-            if s_cut > 0.0 and (v[lo] < f0 or v[hi - 1] > f1):
-                loc2, sigma2, _ = _huber_winsorized(
-                    v, lo, hi, c1, c2, ref, loc, sigma, f0, f1, 0, 0
-                )
-                if sigma2 > 0.0:
-                    loc, sigma = loc2, sigma2
-        nl = count_below(v, lo, hi, loc - sl * sigma)
-        nh = count_above(v, lo + nl, hi, loc + sh * sigma)
-        if nl == 0 and nh == 0:
-            break
-        nl, nh, trimmed = _limit_ends(v, lo, hi, nl, nh, loc, sl * sigma, sh * sigma, min_kept)
-        lo += nl
-        hi -= nh
-        if trimmed:
-            break
     return lo, hi
 
 
@@ -599,6 +439,11 @@ def combine_pixels(
     # classic sigma clipping with equal weights: most pixels reject nothing in the first
     # pass, which is then done for a whole sorted block at once (_sigma_first_pass)
     fast_sigma = method == 2 and use_net and not carry and ipar[IP_STDFUNC] == 0 and n_frames >= 2
+    # winsorized clipping: every pixel with all N values is clipped block-wise
+    # (winsorized_block), its iterations interleaved across the block's pixels
+    fast_wins = method == 3 and use_net and n_frames >= 3
+    wn = n_frames if fast_wins else 0
+    wbk = block if fast_wins else 0
     # the common weight of every frame with data when they are all equal
     w_common = 1.0
     for i in range(n_frames):
@@ -615,6 +460,12 @@ def combine_pixels(
         qstack = np.empty(128, dtype=np.int64)
         lanes = np.empty((6, block), dtype=np.float64)
         done = np.zeros(block, dtype=np.bool_)
+        vt = np.empty((wbk, wn), dtype=np.float32)
+        c1b = np.empty((wn + 1, wbk), dtype=np.float64)
+        c2b = np.empty((wn + 1, wbk), dtype=np.float64)
+        fst = np.empty((8, wbk), dtype=np.float64)
+        ist = np.empty((6, wbk), dtype=np.int64)
+        lists = np.empty((3, wbk), dtype=np.int64)
         g = c // per_plane
         q0 = (c - g * per_plane) * block
         m = min(block, n_q - q0)
@@ -689,9 +540,44 @@ def combine_pixels(
                     vb, m, n_frames, sl, sh, lanes[0], lanes[1], lanes[2], lanes[3],
                     lanes[4], done, lanes[5],
                 )  # fmt: skip
+        if fast_wins:
+            winsorized_block(
+                vb, cnt, m, n_frames, sl, sh, cutoff, ipar[IP_MAXITERS], ipar[IP_MIN_KEPT],
+                vt, c1b, c2b, fst, ist, lists, done,
+            )  # fmt: skip
+            for k in range(m):
+                if not done[k]:
+                    continue
+                lo = ist[0, k]
+                hi = ist[1, k]
+                if hi <= lo:
+                    lo = (n_frames - 1) >> 1
+                    hi = (n_frames >> 1) + 1
+                kept = hi - lo
+                if carry:
+                    for i in range(n_frames):
+                        w[i] = wb[i, k] if use_pix else wframe[np.int64(wb[i, k])]
+                    val, sw = _weighted_mean(vt[k], w, lo, hi)
+                else:
+                    val = fst[0, k] + (c1b[hi, k] - c1b[lo, k]) / kept
+                    sw = w_common * kept
+                lanes[5, k] = val
+                lanes[4, k] = sw
+                lanes[3, k] = lo
+                lanes[2, k] = n_frames - hi
+                lanes[1, k] = kept
         for k in range(m):
             o = out_start[g] + q0 + k
             n = cnt[k]
+            if done[k] and fast_wins:
+                # clipped by winsorized_block
+                out_img[o] = lanes[5, k]
+                out_lo[o] = np.int64(lanes[3, k])
+                out_hi[o] = np.int64(lanes[2, k])
+                out_cnt[o] = np.int64(lanes[1, k])
+                if write_w:
+                    out_w[o] = lanes[4, k]
+                continue
             if done[k]:
                 # settled by the vectorised first pass (equal weights, nothing rejected)
                 out_img[o] = lanes[5, k]
