@@ -26,10 +26,12 @@ import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 from numba import njit
 
 from ..io.atomic import atomic_path
+from .stamps import bin2_mean
 from .stars import StarTable, background, detect_star_lists
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "QualityTable",
     "estimate_noise",
     "fit_moffat",
+    "frame_sky",
     "measure_quality",
     "measure_quality_and_stars",
 ]
@@ -83,6 +86,24 @@ def estimate_noise(
     if sky.sum() > 100:
         sigma = _mad_sigma(d[sky])
     return sigma
+
+
+def frame_sky(data: np.ndarray, large: int = 16_000_000) -> tuple[np.ndarray, float, float]:
+    """Background map, level and RMS of a frame, as :func:`~.stars.background` gives them.
+
+    Frames over *large* pixels are measured on their 2x2 mean with a mesh of the same
+    size on the sky (32 binned pixels), and the map is interpolated back bilinearly: a
+    smooth sky loses nothing, and a 24 MP frame costs a third as much.  The RMS is then
+    that of the native pixels (twice the binned RMS, for white noise).
+    """
+    ny, nx = data.shape
+    if ny * nx <= large or min(ny, nx) < 256:
+        return background(data)
+    half = np.empty((ny // 2, nx // 2), dtype=np.float32)
+    bin2_mean(data, half)  # a cell with a non-finite pixel is non-finite: masked by sep
+    bkg_half, level, rms_half = background(half, box=32)
+    bkg = cv2.resize(bkg_half, (nx, ny), interpolation=cv2.INTER_LINEAR)
+    return bkg, level, 2.0 * rms_half
 
 
 def _mad_sigma(d: np.ndarray) -> float:
@@ -513,7 +534,7 @@ def measure_quality_and_stars(
     """
     data = np.asarray(image, dtype=np.float32)
     q = FrameQuality(name=name)
-    sky = background(data)
+    sky = frame_sky(data)
     bkg, level = sky[0], sky[1]
     q.background = level
     # 2e5 differences give the noise to 0.3 % (MAD efficiency), at 40 % of the cost of 5e5

@@ -210,3 +210,23 @@ def test_nebula_knots_do_not_crowd_out_the_stars():
             assert len(stars) >= 50
             got = float(np.median(stars.hfd))
             assert abs(got / expected - 1) < 0.1, (bin2, len(stars), got, expected)
+
+
+def test_frame_sky_of_a_large_frame_matches_the_full_resolution_mesh():
+    """Frames over 16 MP get their sky from the 2x2 mean: same map within the noise."""
+    from astrostack.register.quality import frame_sky
+    from astrostack.register.stars import background
+
+    ny, nx = 4000, 4100  # 16.4 MP
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:ny, :nx].astype(np.float32)
+    sky = 500 + 0.01 * xx + 0.02 * yy + 30 * np.sin(xx / 700.0)
+    img = (sky + rng.normal(0, 20, (ny, nx))).astype(np.float32)
+    img[1000:1003, 2000:2003] = np.nan  # no data: masked, not zero
+    bkg, level, rms = frame_sky(img, large=16_000_000)
+    ref, ref_level, ref_rms = background(img)
+    inner = (slice(200, ny - 200), slice(200, nx - 200))
+    assert np.max(np.abs(bkg[inner] - sky[inner])) < 3.0  # 0.15 sigma of the pixel noise
+    assert np.max(np.abs(bkg[inner] - ref[inner])) < 3.0
+    assert abs(level - ref_level) < 1.0
+    assert abs(rms / 20.0 - 1) < 0.05 and abs(ref_rms / 20.0 - 1) < 0.05
