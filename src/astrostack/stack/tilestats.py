@@ -20,10 +20,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..combine.stats import first_ge
+
 __all__ = [
     "binned_deviations",
     "clipped_stats",
-    "first_not_below",
     "kth_deviation",
     "radix_sort",
     "tile_row_stats",
@@ -75,18 +76,6 @@ def radix_sort(vals: np.ndarray, n: int, work: np.ndarray) -> None:  # pragma: n
     for j in range(n):
         k = src[j]
         keys[j] = k & np.uint32(0x7FFFFFFF) if k & sign else ~k
-
-
-@njit(cache=True, nogil=True)
-def first_not_below(buf: np.ndarray, lo: int, hi: int, value: float) -> int:  # pragma: no cover
-    """First index in the sorted ``buf[lo:hi]`` whose value is not below *value*."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if buf[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @njit(cache=True, nogil=True)
@@ -160,7 +149,7 @@ def clipped_stats(  # pragma: no cover - compiled
             med = (np.float64(buf[lo + half - 1]) + np.float64(buf[lo + half])) / 2
         # the deviations |x - med| are two sorted runs, leftwards and rightwards of the
         # median; their median is found by bisection (k-th of two sorted arrays)
-        split = first_not_below(buf, lo, hi, med)
+        split = first_ge(buf, lo, hi, med)
         want = half if m & 1 else half - 1
         first, second = kth_deviation(buf, lo, split, hi, med, want)
         mad = first if m & 1 else (first + second) / 2
