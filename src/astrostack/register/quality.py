@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from ..io.atomic import atomic_path
-from .stamps import bin2_mean
+from .stamps import binned_detection_image
 from .stars import StarTable, background, detect_star_lists
 
 __all__ = [
@@ -88,22 +88,32 @@ def estimate_noise(
     return sigma
 
 
-def frame_sky(data: np.ndarray, large: int = 16_000_000) -> tuple[np.ndarray, float, float]:
-    """Background map, level and RMS of a frame, as :func:`~.stars.background` gives them.
+def frame_sky(
+    data: np.ndarray, large: int = 16_000_000, box: int = 64
+) -> tuple[np.ndarray, float, float, tuple | None]:
+    """Background map, level and RMS of a frame, and the binned detection image if made.
 
-    Frames over *large* pixels are measured on their 2x2 mean with a mesh of the same
-    size on the sky (32 binned pixels), and the map is interpolated back bilinearly: a
-    smooth sky loses nothing, and a 24 MP frame costs a third as much.  The RMS is then
-    that of the native pixels (twice the binned RMS, for white noise).
+    Frames up to *large* pixels: :func:`~.stars.background` with a *box* mesh, and None.
+    Larger frames are measured the way :func:`~.stars.detect_star_lists` detects them,
+    on their 2x2 mean (:func:`~.stamps.binned_detection_image`, a mesh of the same size
+    on the sky), which is returned so that the detection reuses it: the sky of a 24 MP
+    frame is measured once, at a third of the full-resolution cost.  The map is
+    interpolated back onto the native grid bilinearly, and the RMS is that of the
+    native pixels (twice the binned RMS, for white noise).
     """
     ny, nx = data.shape
     if ny * nx <= large or min(ny, nx) < 256:
-        return background(data)
-    half = np.empty((ny // 2, nx // 2), dtype=np.float32)
-    bin2_mean(data, half)  # a cell with a non-finite pixel is non-finite: masked by sep
-    bkg_half, level, rms_half = background(half, box=32)
-    bkg = cv2.resize(bkg_half, (nx, ny), interpolation=cv2.INTER_LINEAR)
-    return bkg, level, 2.0 * rms_half
+        return (*background(data, box=box), None)
+    binned = binned_detection_image(data, max(8, box // 2))
+    resid = binned[2]
+    # native (x, y) lies at (sx * x + ox, sy * y + oy) on the map's grid (the Residual's)
+    sy, oy, sx, ox = resid.mapping
+    to_map = np.array([[sx, 0.0, ox], [0.0, sy, oy]], dtype=np.float64)
+    bkg = cv2.warpAffine(
+        np.asarray(resid.bmap, dtype=np.float32), to_map, (nx, ny),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+    return bkg, binned[3], 2.0 * binned[4], binned
 
 
 def _mad_sigma(d: np.ndarray) -> float:
@@ -542,7 +552,9 @@ def measure_quality_and_stars(
     reg_stars = None
     if stars is None:
         cuts = [(500, None)] + ([] if register_max_stars is None else [(register_max_stars, 0.5)])
-        lists = detect_star_lists(data, cuts, threshold=threshold, saturation=saturation, sky=sky)
+        lists = detect_star_lists(
+            data, cuts, threshold=threshold, saturation=saturation, sky=sky[:3], binned=sky[3]
+        )
         stars = lists[0]
         reg_stars = lists[1] if len(lists) > 1 else None
     q.n_stars = len(stars)

@@ -352,13 +352,17 @@ def detect_star_lists(
     max_size_ratio: float = 3.0,
     bin2: bool | None = None,
     sky: tuple[np.ndarray, float, float] | None = None,
+    binned: tuple | None = None,
 ) -> list[StarTable]:
     """Several star lists from one extraction: one per ``(max_stars, max_ellipticity)``.
 
     Each list is exactly what :func:`detect_stars` returns with those two arguments
     and the others given here; the background and the sep extraction (most of the
     work) are done once.  The quality pass uses it to get its own list (no
-    ellipticity cut) and the registration's in one go.
+    ellipticity cut) and the registration's in one go.  A caller that has already
+    measured the sky passes it: *sky* (``background(image, background_box)``) for the
+    full-resolution path, *binned* (``binned_detection_image(image,
+    max(8, background_box // 2))``) for the binned one.
 
     Returns
     -------
@@ -371,9 +375,9 @@ def detect_star_lists(
         bin2 = ny * nx > 16_000_000 and min(ny, nx) >= 64
     if bin2:
         # detect on the 2x2 mean, measure on the full-resolution image (on stamps)
-        sub_d, dmask, resid, level, rms_d = binned_detection_image(
-            data, max(8, background_box // 2)
-        )
+        if binned is None:
+            binned = binned_detection_image(data, max(8, background_box // 2))
+        sub_d, dmask, resid, level, rms_d = binned
     else:
         finite = np.isfinite(data)
         dmask = None if finite.all() else ~finite

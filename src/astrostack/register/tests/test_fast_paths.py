@@ -223,7 +223,8 @@ def test_frame_sky_of_a_large_frame_matches_the_full_resolution_mesh():
     sky = 500 + 0.01 * xx + 0.02 * yy + 30 * np.sin(xx / 700.0)
     img = (sky + rng.normal(0, 20, (ny, nx))).astype(np.float32)
     img[1000:1003, 2000:2003] = np.nan  # no data: masked, not zero
-    bkg, level, rms = frame_sky(img, large=16_000_000)
+    bkg, level, rms, binned = frame_sky(img, large=16_000_000)
+    assert binned is not None  # handed on to the detection
     ref, ref_level, ref_rms = background(img)
     inner = (slice(200, ny - 200), slice(200, nx - 200))
     assert np.max(np.abs(bkg[inner] - sky[inner])) < 3.0  # 0.15 sigma of the pixel noise
