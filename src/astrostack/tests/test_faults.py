@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from astrostack.tests.nights import stack_data, tiny_night
+
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 _CLI = "import sys; from astrostack.cli import main; sys.argv[0] = 'astrostack'; main()"
@@ -92,26 +94,13 @@ def check_outputs_complete(out: Path) -> list[str]:
     return problems
 
 
-def stack_data(path: Path) -> bytes:
-    """The stack's pixel bytes (the header holds the creation time)."""
-    with fits.open(path, memmap=False) as hdul:
-        return np.ascontiguousarray(hdul[0].data).tobytes()
-
-
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
     """A tiny simulated night and an uninterrupted reference run of it."""
     from astrostack.pipeline import run
-    from astrostack.simulate import SessionConfig, simulate_session
 
     root = tmp_path_factory.mktemp("faults")
-    cfg = SessionConfig.small(
-        shape=(128, 128), n_bias=2, n_darks=2, n_flats=2, n_lights=4, n_stars=150, seed=9
-    )
-    simulate_session(root / "sim", cfg)
-    frames = root / "frames"
-    for kind in ("bias", "darks", "flats", "lights"):
-        shutil.copytree(root / "sim" / kind, frames / kind)
+    frames = tiny_night(root)
     t0 = time.perf_counter()
     ref = run(frames, root / "reference")
     seconds = time.perf_counter() - t0

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from astropy.io import fits
 
 from astrostack.io.atomic import atomic_path
 from astrostack.pipeline import DiskFullError, OutputFolderError, PipelineError, run
+from astrostack.tests.nights import stack_data, tiny_night
 
 # ``astrostack.pipeline.run`` is the function; the module holds the helpers under test.
 run_module = sys.modules["astrostack.pipeline.run"]
@@ -29,23 +27,11 @@ stages = sys.modules["astrostack.pipeline.stages"]
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
     """A tiny simulated night and the stack of an uninterrupted run of it."""
-    from astrostack.simulate import SessionConfig, simulate_session
-
     root = tmp_path_factory.mktemp("robust")
-    cfg = SessionConfig.small(
-        shape=(128, 128), n_bias=2, n_darks=2, n_flats=2, n_lights=4, n_stars=150, seed=9
-    )
-    simulate_session(root / "sim", cfg)
-    frames = root / "frames"
-    for kind in ("bias", "darks", "flats", "lights"):
-        shutil.copytree(root / "sim" / kind, frames / kind)
+    frames = tiny_night(root)
     ref = run(frames, root / "reference")
     assert ref.exit_code == 0, (ref.warnings, ref.skipped)
-    return {"frames": frames, "stack": _stack(root / "reference" / "stack.fits")}
-
-
-def _stack(path: Path) -> bytes:
-    return np.ascontiguousarray(fits.getdata(path)).tobytes()
+    return {"frames": frames, "stack": stack_data(root / "reference" / "stack.fits")}
 
 
 def _fail_on_call(monkeypatch, n_fail: int, exc_factory):
@@ -103,7 +89,7 @@ def test_disk_full_stops_at_once_and_the_rerun_resumes(night, tmp_path, monkeypa
         4 - done,
     )
     assert result.stage("masters").reused == 3
-    assert _stack(out / "stack.fits") == night["stack"]
+    assert stack_data(out / "stack.fits") == night["stack"]
 
 
 def test_short_write_without_errno_is_a_full_disk(night, tmp_path, monkeypatch):

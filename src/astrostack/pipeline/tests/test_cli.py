@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import tomllib
 
 import pytest
@@ -15,16 +14,7 @@ from astrostack.simulate import SessionConfig, simulate_session
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The commands set the root logger's level; do not leak it into other tests."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
+pytestmark = pytest.mark.usefixtures("_restore_logging")
 
 
 def test_config_command_precedence(tmp_path):

@@ -347,18 +347,6 @@ def test_bottom_up_twin_gives_same_colours(pattern_runs, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def _restore_logging():
-    """The CLI sets the root logger's level and handlers; do not leak them."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-
-
 def test_dng_session_end_to_end(tmp_path, caplog, _restore_logging):
     pytest.importorskip("pidng")
     pattern = "GBRG"
