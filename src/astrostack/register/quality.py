@@ -467,24 +467,7 @@ def measure_quality(
 ) -> FrameQuality:
     """Measure the quality of one calibrated 2-D frame.
 
-    Same as :func:`measure_quality_and_stars` without the star table.
-
-    Parameters
-    ----------
-    image : ndarray
-        2-D float32 image (mono or luminance).
-    name : str
-        Label stored in the result (usually the file name).
-    stars : StarTable, optional
-        Stars already detected *without* an ellipticity cut; detected here if absent.
-    saturation : float, optional
-        Saturation level; saturated stars are not fitted.
-    pixel_scale : float, optional
-        Arcsec per pixel, for ``fwhm_arcsec``.
-    n_psf : int
-        Number of the brightest stars fitted with a Moffat profile.
-    threshold : float
-        Detection threshold (sigma) when *stars* is not given.
+    :func:`measure_quality_and_stars` without the star lists; the parameters are its own.
 
     Returns
     -------
