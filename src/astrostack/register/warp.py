@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..io.atomic import atomic_path
+from .shear import separable_plan, warp_separable
 
 __all__ = ["METHODS", "coverage", "warp", "warp_to_file"]
 
@@ -338,6 +339,7 @@ def warp(
     method: str = "lanczos3",
     clamp: bool = True,
     out: np.ndarray | None = None,
+    separable: bool = True,
 ) -> np.ndarray:
     """Resample *image* onto the reference grid.
 
@@ -355,6 +357,11 @@ def warp(
         Clip each output to its 2x2 source neighbourhood (Lanczos/bicubic only).
     out : ndarray, optional
         float32 array to write into (e.g. a memory map), shaped like the result.
+    separable : bool
+        Resample near-axis-aligned affine maps of NaN-free planes in two 1-D passes
+        (:mod:`astrostack.register.shear`: 12 taps per pixel instead of 36 for
+        Lanczos-3, the same result to a small fraction of the noise); False always
+        uses the 2-D kernel.
 
     Returns
     -------
@@ -373,11 +380,15 @@ def warp(
     do_clamp = bool(clamp and method != "bilinear")
     lut = _lut(method)
     plan = _fixed_point_plan(inv, (oy, ox))
+    two_pass = separable_plan(inv, src.shape[-2:], (oy, ox)) if separable else None
+    tmp = None
     for c in range(nc):
         plane = src[c]
         # a float32 sum is NaN or inf when a pixel is: only then look for NaN
         has_nan = not np.isfinite(plane.sum(dtype=np.float32)) and bool(np.isnan(plane).any())
-        if plan is not None:
+        if two_pass is not None and not has_nan:
+            tmp = warp_separable(plane, two_pass, lut, _LUT_BITS, do_clamp, view[c], tmp)
+        elif plan is not None:
             _warp_affine(plane, plan[0], plan[1], lut, _LUT_BITS, do_clamp, has_nan, view[c])
         else:
             _warp_projective(plane, inv, lut, _LUT_RES, do_clamp, has_nan, view[c])
@@ -421,7 +432,8 @@ def warp_to_file(
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype="<f4", shape=shape)
         try:
             warp(src, matrix, output_shape, method=method, clamp=clamp, out=mm)
-            mm.flush()
+            if durable:  # msync: only a durable file needs its pages on disk now
+                mm.flush()
         finally:
             del mm
     logger.debug("wrote %s", path)
