@@ -27,6 +27,9 @@ from .cosmetic import (
     estimate_noise,
     find_defects,
     find_isolated_hot,
+    isolated_hot,
+    replace_listed,
+    replace_masked,
     robust_sigma,
 )
 from .masters import Master
@@ -42,7 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _calibrate_kernel(
     light: np.ndarray,
     bias: np.ndarray,
@@ -53,26 +56,33 @@ def _calibrate_kernel(
     use_dark: bool,
     use_flat: bool,
     min_flat: float,
-) -> np.ndarray:
-    """``(light - bias - k * dark) / flat`` in one pass; NaN where the flat is below min_flat."""
+) -> tuple[np.ndarray, int]:
+    """``(light - bias - k * dark) / flat`` in one pass; NaN where the flat is below min_flat.
+
+    Returns the result and the number of pixels whose flat is below *min_flat* (or NaN).
+    """
     ny, nx = light.shape
     out = np.empty((ny, nx), dtype=np.float32)
+    n_low = np.zeros(ny, dtype=np.int64)
     kk = np.float32(k)
     for y in prange(ny):
+        lr, br, dr, fr, row = light[y], bias[y], dark[y], flat[y], out[y]
+        low = 0
         for x in range(nx):
-            v = light[y, x]
+            v = lr[x]
             if use_bias:
-                v -= bias[y, x]
+                v -= br[x]
             if use_dark:
-                v -= kk * dark[y, x]
+                v -= kk * dr[x]
             if use_flat:
-                f = flat[y, x]
-                if f >= min_flat:
-                    v /= f
-                else:
-                    v = np.nan
-            out[y, x] = v
-    return out
+                f = fr[x]
+                ok = f >= min_flat
+                low += not ok
+                # a select, not a branch, so that the loop is vectorised
+                v = v / f if ok else np.float32(np.nan)
+            row[x] = v
+        n_low[y] = low
+    return out, n_low.sum()
 
 
 def _as_plane_stack(arr: np.ndarray) -> np.ndarray:
@@ -107,6 +117,18 @@ def calibrate_array(
     numpy.ndarray
         Calibrated float32 array of the light's shape.
     """
+    return _calibrate(light, bias, dark, flat, k, min_flat)[0]
+
+
+def _calibrate(
+    light: np.ndarray,
+    bias: np.ndarray | None,
+    dark: np.ndarray | None,
+    flat: np.ndarray | None,
+    k: float,
+    min_flat: float,
+) -> tuple[np.ndarray, int]:
+    """:func:`calibrate_array`, also returning the number of pixels with a flat below min_flat."""
     shape = np.shape(light)
     dummy = np.zeros((1, 1), dtype=np.float32)
     arrays = []
@@ -121,7 +143,7 @@ def calibrate_array(
             )
             raise ValueError(msg)
         arrays.append(_as_plane_stack(arr))
-    out = _calibrate_kernel(
+    out, n_low = _calibrate_kernel(
         _as_plane_stack(light),
         arrays[0],
         arrays[1],
@@ -132,7 +154,7 @@ def calibrate_array(
         flat is not None,
         float(min_flat),
     )
-    return out.reshape(shape)
+    return out.reshape(shape), int(n_low)
 
 
 def _highpass(img: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -365,7 +387,7 @@ def calibrate_light(
             k = optimize_dark_scale(light, d, b)
 
     try:
-        out = calibrate_array(light, b, d, f, k=k, min_flat=min_flat)
+        out, n_low = _calibrate(light, b, d, f, k, min_flat)
     except ValueError as exc:
         msg = f"{name}: {exc}"
         raise ValueError(msg) from exc
@@ -388,25 +410,28 @@ def calibrate_light(
                 f"{light.shape}; build it from masters of the same camera"
             )
             raise ValueError(msg)
-    if f is not None:
+    if n_low:  # only then is a mask of the low flat pixels worth making
         low = ~(f >= min_flat)
         if low.ndim == 3:
             low = low.any(axis=0)
-        if low.any():
-            mask = low if mask is None else (mask | low)
+        mask = low if mask is None else (mask | low)
     # ``out`` is a new array of this function: defects are replaced in place (no copies)
-    if mask is not None and mask.any():
-        correct_defects_inplace(out, mask, cfa)
-        steps.append(f"cosmetic({int(mask.sum())})")
+    if mask is not None:
+        n_masked = replace_masked(out, mask, cfa)[0]
+        if n_masked:
+            steps.append(f"cosmetic({n_masked})")
     if detect_hot:
-        planes = [out] if out.ndim == 2 else list(out)
-        extra = find_isolated_hot(planes[0], cfa and out.ndim == 2, sigma=hot_sigma)
-        for p in planes[1:]:
-            extra |= find_isolated_hot(p, False, sigma=hot_sigma)
-        n_extra = int(np.count_nonzero(extra))
-        if n_extra:
-            correct_defects_inplace(out, extra, cfa)
-        steps.append(f"isolated({n_extra})")
+        if out.ndim == 2:
+            extra, index = isolated_hot(out, cfa, sigma=hot_sigma)
+            replace_listed(out, extra, index, cfa)
+        else:  # [c, y, x]: one mask for all planes
+            extra = find_isolated_hot(out[0], False, sigma=hot_sigma)
+            for p in out[1:]:
+                extra |= find_isolated_hot(p, False, sigma=hot_sigma)
+            index = np.flatnonzero(extra)
+            if index.size:
+                correct_defects_inplace(out, extra, cfa)
+        steps.append(f"isolated({index.size})")
 
     meta = copy.deepcopy(frame.meta)
     meta.header = dict(meta.header)
