@@ -401,10 +401,13 @@ def calibrate_light(
     if b is None and d is None:
         logger.warning("%s: no offset and no dark: the light keeps its pedestal", name)
 
-    mask = None
+    mask = also = None
     if defects is not None:
-        mask = defects.mask if isinstance(defects, DefectMap) else np.asarray(defects, bool)
-        if mask.shape != light.shape[-2:]:
+        if isinstance(defects, DefectMap):  # hot and cold kept apart: no union to build
+            mask, also = np.asarray(defects.hot, bool), np.asarray(defects.cold, bool)
+        else:
+            mask = np.asarray(defects, bool)
+        if mask.shape != light.shape[-2:] or (also is not None and also.shape != mask.shape):
             msg = (
                 f"{name}: defect map shape {mask.shape} does not match the light "
                 f"{light.shape}; build it from masters of the same camera"
@@ -414,10 +417,15 @@ def calibrate_light(
         low = ~(f >= min_flat)
         if low.ndim == 3:
             low = low.any(axis=0)
-        mask = low if mask is None else (mask | low)
+        if mask is None:
+            mask = low
+        elif also is None:
+            mask = mask | low
+        else:
+            also = also | low
     # ``out`` is a new array of this function: defects are replaced in place (no copies)
     if mask is not None:
-        n_masked = replace_masked(out, mask, cfa)[0]
+        n_masked = replace_masked(out, mask, cfa, also=also)[0]
         if n_masked:
             steps.append(f"cosmetic({n_masked})")
     if detect_hot:

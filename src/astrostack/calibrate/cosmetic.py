@@ -19,11 +19,11 @@ import numpy as np
 
 from .cosmetic_kernels import (
     _blur_excess_samples,
+    _fill_index,
     _flagged_index,
     _isolated_kernel,
     _isolated_sparse_kernel,
     _local_median_kernel,
-    _replace_kernel,
     _replace_listed,
 )
 
@@ -439,7 +439,9 @@ def correct_defects_inplace(image: np.ndarray, mask: np.ndarray, cfa: bool) -> i
     return replace_masked(image, mask, cfa)[1]
 
 
-def replace_masked(img: np.ndarray, mask: np.ndarray, cfa: bool) -> tuple[int, int]:
+def replace_masked(
+    img: np.ndarray, mask: np.ndarray, cfa: bool, also: np.ndarray | None = None
+) -> tuple[int, int]:
     """:func:`correct_defects_inplace`, also returning how many pixels the mask holds.
 
     Parameters
@@ -450,6 +452,9 @@ def replace_masked(img: np.ndarray, mask: np.ndarray, cfa: bool) -> tuple[int, i
         Boolean ``[y, x]`` mask of pixels to replace.
     cfa : bool
         True when *img* is a Bayer mosaic.
+    also : numpy.ndarray or None
+        A second mask of pixels to replace (e.g. the cold pixels, with the hot ones in
+        *mask*), so that their union is never built.
 
     Returns
     -------
@@ -459,24 +464,38 @@ def replace_masked(img: np.ndarray, mask: np.ndarray, cfa: bool) -> tuple[int, i
     if img.dtype != np.float32 or not img.flags.c_contiguous or not img.flags.writeable:
         msg = "correct_defects_inplace: the image must be a writeable C-contiguous float32 array"
         raise ValueError(msg)
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != img.shape[-2:]:
-        msg = f"correct_defects: mask shape {mask.shape} does not match image {img.shape}"
-        raise ValueError(msg)
-    mask = np.ascontiguousarray(mask)
-    flags = mask.reshape(-1)
-    words = flags.view(np.uint8)[: flags.size - flags.size % 8].view(np.uint64)
+    masks = []
+    for m in (mask, mask if also is None else also):
+        m = np.asarray(m, dtype=bool)
+        if m.shape != img.shape[-2:]:
+            msg = f"correct_defects: mask shape {m.shape} does not match image {img.shape}"
+            raise ValueError(msg)
+        masks.append(np.ascontiguousarray(m))
+    index = _masked_index(*masks)
     planes = [img] if img.ndim == 2 else [img[c] for c in range(img.shape[0])]
     step = 2 if (cfa and img.ndim == 2) else 1
-    n_masked = n_failed = 0
-    for plane in planes:
-        n_masked, failed = _replace_kernel(plane, mask, flags, words, step)
-        n_failed += int(failed)
+    n_failed = 0
+    if index.size:
+        for plane in planes:
+            n_failed += int(_replace_listed(plane, *masks, index, step))
     if n_failed:
         logger.warning(
             "%d defective pixels have no usable neighbour and were left as they are", n_failed
         )
-    return int(n_masked), n_failed
+    return int(index.size), n_failed
+
+
+def _masked_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Raveled indices of the pixels of ``a | b`` (C-contiguous boolean masks), in order."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    wa = a.view(np.uint8)[: a.size - a.size % 8].view(np.uint64)
+    wb = b.view(np.uint8)[: b.size - b.size % 8].view(np.uint64)
+    index = np.empty(min(a.size, 1 << 16), dtype=np.int64)  # enough for sparse defects
+    n = _fill_index(a, wa, b, wb, index)
+    if n > index.size:
+        index = np.empty(n, dtype=np.int64)
+        _fill_index(a, wa, b, wb, index)
+    return index[:n]
 
 
 def replace_listed(image: np.ndarray, mask: np.ndarray, index: np.ndarray, cfa: bool) -> int:
@@ -505,7 +524,8 @@ def replace_listed(image: np.ndarray, mask: np.ndarray, index: np.ndarray, cfa: 
         msg = f"replace_listed: mask shape {mask.shape} does not match image {image.shape}"
         raise ValueError(msg)
     index = np.asarray(index, dtype=np.int64)
-    n_failed = int(_replace_listed(image, mask, index, 2 if cfa else 1)) if index.size else 0
+    step = 2 if cfa else 1
+    n_failed = int(_replace_listed(image, mask, mask, index, step)) if index.size else 0
     if n_failed:
         logger.warning(
             "%d defective pixels have no usable neighbour and were left as they are", n_failed

@@ -60,8 +60,10 @@ def _local_median_kernel(img: np.ndarray, step: int, radius: int) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def _replace_one(img: np.ndarray, mask: np.ndarray, y: int, x: int, step: int) -> bool:
-    """Replace ``img[y, x]`` by the median of its non-masked same-colour neighbours.
+def _replace_one(
+    img: np.ndarray, mask: np.ndarray, also: np.ndarray, y: int, x: int, step: int
+) -> bool:
+    """Replace ``img[y, x]`` by the median of its same-colour neighbours in neither mask.
 
     Looks at the 8 neighbours at distance *step*; when all are masked, outside or NaN,
     widens to the 16 at distance ``2*step``.  Returns False when none is usable.
@@ -78,7 +80,7 @@ def _replace_one(img: np.ndarray, mask: np.ndarray, y: int, x: int, step: int) -
                 xx = x + dx * step
                 if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
                     continue
-                if mask[yy, xx]:
+                if mask[yy, xx] or also[yy, xx]:
                     continue
                 v = img[yy, xx]
                 if v == v:
@@ -90,49 +92,51 @@ def _replace_one(img: np.ndarray, mask: np.ndarray, y: int, x: int, step: int) -
     return False
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _replace_kernel(
-    img: np.ndarray, mask: np.ndarray, flags: np.ndarray, words: np.ndarray, step: int
-) -> tuple[int, int]:
-    """Replace every masked pixel of *img* in place (see :func:`_replace_one`).
+@njit(cache=True, nogil=True)
+def _fill_index(
+    a: np.ndarray, wa: np.ndarray, b: np.ndarray, wb: np.ndarray, out: np.ndarray
+) -> int:
+    """Write the raveled indices where *a* or *b* (1-D boolean) is True into *out*.
 
-    *flags* is *mask* raveled and *words* its first ``8 * words.size`` bytes as uint64:
-    defects are sparse, so the mask is scanned eight pixels per test.  No copy is needed
-    because only masked pixels are written and masked pixels are never read, so the order
-    does not matter.  Returns the numbers of masked pixels and of those that could not be
-    replaced.
+    *wa* and *wb* are their first bytes as uint64: defects are sparse, so 64 pixels are
+    tested at once.  Returns how many there are; only the first ``out.size`` are written.
+    """
+    n = 0
+    n_blocks = wa.size // 8  # 8 words, 64 pixels
+    for blk in range(n_blocks):
+        any_set = np.uint64(0)
+        for j in range(8):
+            any_set |= wa[8 * blk + j] | wb[8 * blk + j]
+        if any_set == 0:
+            continue
+        for i in range(64 * blk, 64 * blk + 64):
+            if a[i] or b[i]:
+                if n < out.size:
+                    out[n] = i
+                n += 1
+    for i in range(64 * n_blocks, a.size):
+        if a[i] or b[i]:
+            if n < out.size:
+                out[n] = i
+            n += 1
+    return n
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _replace_listed(
+    img: np.ndarray, mask: np.ndarray, also: np.ndarray, index: np.ndarray, step: int
+) -> int:
+    """Replace the pixels at the raveled *index* in place (see :func:`_replace_one`).
+
+    *index* lists every pixel of ``mask | also``.  No copy is needed because only masked
+    pixels are written and masked pixels are never read, so the order does not matter.
+    Returns the number of pixels that could not be replaced.
     """
     nx = img.shape[1]
-    nw = words.size
-    block = 8192  # words per parallel task
-    nb = (nw + block - 1) // block
-    masked = np.zeros(nb + 1, dtype=np.int64)
-    failed = np.zeros(nb + 1, dtype=np.int64)
-    for b in prange(nb + 1):
-        if b < nb:
-            w0, w1 = b * block, min(nw, (b + 1) * block)
-        else:  # the bytes after the last whole word, one "word" of up to 7
-            w0, w1 = nw, nw + 1
-        for w in range(w0, w1):
-            if w < nw and words[w] == 0:
-                continue
-            for i in range(8 * w, min(8 * w + 8, flags.size)):
-                if flags[i]:
-                    y = i // nx
-                    masked[b] += 1
-                    if not _replace_one(img, mask, y, i - y * nx, step):
-                        failed[b] += 1
-    return masked.sum(), failed.sum()
-
-
-@njit(cache=True, nogil=True)
-def _replace_listed(img: np.ndarray, mask: np.ndarray, index: np.ndarray, step: int) -> int:
-    """:func:`_replace_kernel` for the few masked pixels listed in *index* (raveled indices)."""
-    nx = img.shape[1]
     failed = 0
-    for k in range(index.size):
+    for k in prange(index.size):
         y = index[k] // nx
-        if not _replace_one(img, mask, y, index[k] - y * nx, step):
+        if not _replace_one(img, mask, also, y, index[k] - y * nx, step):
             failed += 1
     return failed
 

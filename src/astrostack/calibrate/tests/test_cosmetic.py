@@ -385,6 +385,11 @@ def test_replace_masked_and_listed_match_bruteforce(shape, cfa):
     work = img.copy()
     assert replace_listed(work, mask, np.flatnonzero(mask), cfa) == 0
     np.testing.assert_array_equal(work, want)
+    # two masks (hot, cold) replace their union, without building it
+    split = rng.random(shape) < 0.5
+    work = img.copy()
+    assert replace_masked(work, mask & split, cfa, also=mask & ~split) == (int(mask.sum()), 0)
+    np.testing.assert_array_equal(work, want)
 
 
 @pytest.mark.parametrize("cfa", [False, True])
@@ -405,3 +410,18 @@ def test_non_finite_pixels_are_left_to_the_caller(cfa):
     light[20, 20] = np.nan
     find_isolated_hot(light, cfa)
     assert np.isnan(light[20, 20])
+
+
+def test_replace_masked_with_many_defects():
+    # more masked pixels than the first index buffer holds: counted, then listed again
+    from astrostack.calibrate.cosmetic import replace_listed, replace_masked
+
+    rng = np.random.default_rng(26)
+    img = rng.normal(100, 10, (301, 303)).astype(np.float32)
+    mask = rng.random(img.shape) < 0.8
+    assert mask.sum() > 2**16
+    want = img.copy()
+    n_failed = replace_listed(want, mask, np.flatnonzero(mask), cfa=False)
+    work = img.copy()
+    assert replace_masked(work, mask, cfa=False) == (int(mask.sum()), n_failed)
+    np.testing.assert_array_equal(work, want)
