@@ -56,20 +56,27 @@ def _calibrate_kernel(
     use_dark: bool,
     use_flat: bool,
     min_flat: float,
-) -> tuple[np.ndarray, int]:
-    """``(light - bias - k * dark) / flat`` in one pass; NaN where the flat is below min_flat.
+    out: np.ndarray,
+) -> tuple[int, int]:
+    """``out = (light - bias - k * dark) / flat`` in one pass (*out* may be *light* itself).
 
-    Returns the result and the number of pixels whose flat is below *min_flat* (or NaN).
+    NaN where the flat is below min_flat and wherever the light or the result is not finite
+    (no data).  Returns the numbers of pixels whose flat is below *min_flat* (or NaN) and of
+    non-finite light pixels.
     """
     ny, nx = light.shape
-    out = np.empty((ny, nx), dtype=np.float32)
     n_low = np.zeros(ny, dtype=np.int64)
+    n_bad = np.zeros(ny, dtype=np.int64)
     kk = np.float32(k)
+    nan = np.float32(np.nan)
     for y in prange(ny):
         lr, br, dr, fr, row = light[y], bias[y], dark[y], flat[y], out[y]
-        low = 0
+        low = bad = 0
+        # selects, not branches, so that the loop is vectorised
         for x in range(nx):
             v = lr[x]
+            finite = np.isfinite(v)
+            bad += not finite
             if use_bias:
                 v -= br[x]
             if use_dark:
@@ -78,11 +85,11 @@ def _calibrate_kernel(
                 f = fr[x]
                 ok = f >= min_flat
                 low += not ok
-                # a select, not a branch, so that the loop is vectorised
-                v = v / f if ok else np.float32(np.nan)
-            row[x] = v
+                v = v / f if ok else nan
+            row[x] = v if finite and np.isfinite(v) else nan
         n_low[y] = low
-    return out, n_low.sum()
+        n_bad[y] = bad
+    return n_low.sum(), n_bad.sum()
 
 
 def _as_plane_stack(arr: np.ndarray) -> np.ndarray:
@@ -115,7 +122,8 @@ def calibrate_array(
     Returns
     -------
     numpy.ndarray
-        Calibrated float32 array of the light's shape.
+        Calibrated float32 array of the light's shape; NaN (no data) where the flat is
+        below *min_flat* and where the light or the result is not finite.
     """
     return _calibrate(light, bias, dark, flat, k, min_flat)[0]
 
@@ -127,8 +135,14 @@ def _calibrate(
     flat: np.ndarray | None,
     k: float,
     min_flat: float,
-) -> tuple[np.ndarray, int]:
-    """:func:`calibrate_array`, also returning the number of pixels with a flat below min_flat."""
+    overwrite: bool = False,
+) -> tuple[np.ndarray, int, int]:
+    """:func:`calibrate_array` with counts, optionally written into *light*.
+
+    Returns the result, the number of pixels with a flat below *min_flat* and the number of
+    non-finite light pixels.  *overwrite* writes the result into *light* when that is a
+    writeable C-contiguous float32 array.
+    """
     shape = np.shape(light)
     dummy = np.zeros((1, 1), dtype=np.float32)
     arrays = []
@@ -143,8 +157,17 @@ def _calibrate(
             )
             raise ValueError(msg)
         arrays.append(_as_plane_stack(arr))
-    out, n_low = _calibrate_kernel(
-        _as_plane_stack(light),
+    src = _as_plane_stack(light)
+    in_place = (
+        overwrite
+        and isinstance(light, np.ndarray)
+        and light.dtype == np.float32
+        and light.flags.c_contiguous
+        and light.flags.writeable
+    )
+    out = src if in_place else np.empty_like(src)
+    n_low, n_bad = _calibrate_kernel(
+        src,
         arrays[0],
         arrays[1],
         arrays[2],
@@ -153,8 +176,9 @@ def _calibrate(
         dark is not None,
         flat is not None,
         float(min_flat),
+        out,
     )
-    return out.reshape(shape), int(n_low)
+    return out.reshape(shape), int(n_low), int(n_bad)
 
 
 def _highpass(img: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -302,8 +326,12 @@ def calibrate_light(
     detect_hot: bool = False,
     hot_sigma: float = 8.0,
     min_flat: float = 0.05,
+    overwrite: bool = False,
 ) -> Frame:
     """Calibrate one light frame: ``(light - offset - k * dark) / flat``, then cosmetic fixes.
+
+    Non-finite light pixels (NaN, +-inf) are no data: they and any non-finite result are
+    NaN in the output.
 
     Parameters
     ----------
@@ -332,12 +360,18 @@ def calibrate_light(
         Threshold for *detect_hot*, in robust standard deviations.
     min_flat : float
         Flat values below this are treated as defects (replaced from neighbours).
+    overwrite : bool
+        Write the result into ``frame.data`` when it is a writeable C-contiguous float32
+        array (the light is then lost): no new full-frame array for a caller that no longer
+        needs the raw light.
 
     Returns
     -------
     Frame
-        A new float32 frame; ``meta.header['ASCALIB']`` summarises what was done and
-        ``meta.header['ASDARKK']`` holds the dark scale used.
+        A new float32 frame; ``meta.header['ASCALIB']`` summarises what was done,
+        ``meta.header['ASDARKK']`` holds the dark scale used and
+        ``meta.header['ASNONFIN']``, when there are any, the number of non-finite light
+        pixels.
     """
     name = str(frame.meta.path) if frame.meta.path is not None else "light"
     if cfa is None:
@@ -387,7 +421,7 @@ def calibrate_light(
             k = optimize_dark_scale(light, d, b)
 
     try:
-        out, n_low = _calibrate(light, b, d, f, k, min_flat)
+        out, n_low, n_nonfinite = _calibrate(light, b, d, f, k, min_flat, overwrite)
     except ValueError as exc:
         msg = f"{name}: {exc}"
         raise ValueError(msg) from exc
@@ -445,6 +479,8 @@ def calibrate_light(
     meta.header = dict(meta.header)
     meta.header["ASCALIB"] = ",".join(steps) if steps else "none"
     meta.header["ASDARKK"] = float(k)
+    if n_nonfinite:
+        meta.header["ASNONFIN"] = n_nonfinite
     logger.info("%s calibrated: %s", name, meta.header["ASCALIB"])
     return Frame(data=out, meta=meta)
 
