@@ -24,7 +24,7 @@ def _median_of(buf: np.ndarray, n: int) -> float:
     return 0.5 * (buf[n // 2 - 1] + buf[n // 2])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _local_median_kernel(img: np.ndarray, step: int, radius: int) -> np.ndarray:
     """Median of the same-colour samples in a ``(2r+1)^2`` window, centre excluded.
 
@@ -148,7 +148,7 @@ def _excess_at(img: np.ndarray, med: np.ndarray, y: int, x: int) -> float:
     return e if np.isfinite(e) else np.float32(0.0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _isolated_kernel(img: np.ndarray, med: np.ndarray, thr: float, iso_frac: float) -> np.ndarray:
     """Pixels whose excess ``img - med`` exceeds *thr* and each adjacent pixel's by ``1/iso_frac``.
 
