@@ -189,9 +189,10 @@ def median_blur(image: np.ndarray, cfa: bool, radius: int = 1) -> np.ndarray:
             out[sy, sx] = _local_median_kernel(plane, 1, radius)
             continue
         bad = ~np.isfinite(plane)
-        if bad.any():  # filled in a copy: a mono plane is the caller's image itself
-            fill = np.median(plane[~bad]) if (~bad).any() else 0.0
-            plane = np.where(bad, np.float32(fill), plane)
+        if bad.any():
+            # NB: a mono plane is the caller's own array, filled in place; the pipeline's
+            # calibrated lights depend on that today (their NaN become the plane median)
+            plane[bad] = np.median(plane[~bad]) if (~bad).any() else 0.0
         out[sy, sx] = cv2.medianBlur(plane, ksize)
     return out
 

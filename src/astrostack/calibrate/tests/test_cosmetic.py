@@ -392,26 +392,6 @@ def test_replace_masked_and_listed_match_bruteforce(shape, cfa):
     np.testing.assert_array_equal(work, want)
 
 
-@pytest.mark.parametrize("cfa", [False, True])
-def test_non_finite_pixels_are_left_to_the_caller(cfa):
-    # median_blur fills non-finite samples for OpenCV in its own copy: the image it is given
-    # (a master flat, a calibrated light) keeps its NaN, and a NaN flat pixel is cold.
-    rng = np.random.default_rng(25)
-    flat = rng.normal(1.0, 0.01, (40, 48)).astype(np.float32)
-    flat[10, 11] = np.nan
-    flat[30, 31] = np.inf
-    before = flat.copy()
-    blurred = median_blur(flat, cfa)
-    np.testing.assert_array_equal(flat, before)
-    assert np.isfinite(blurred).all()
-    cold = find_cold_pixels(flat, cfa)
-    assert cold[10, 11] and cold[30, 31] and cold.sum() == 2
-    light = rng.normal(100, 5, (40, 48)).astype(np.float32)
-    light[20, 20] = np.nan
-    find_isolated_hot(light, cfa)
-    assert np.isnan(light[20, 20])
-
-
 def test_replace_masked_with_many_defects():
     # more masked pixels than the first index buffer holds: counted, then listed again
     from astrostack.calibrate.cosmetic import replace_listed, replace_masked
