@@ -27,6 +27,9 @@ from .cosmetic import (
     estimate_noise,
     find_defects,
     find_isolated_hot,
+    isolated_hot,
+    replace_listed,
+    replace_masked,
     robust_sigma,
 )
 from .masters import Master
@@ -42,7 +45,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _calibrate_kernel(
     light: np.ndarray,
     bias: np.ndarray,
@@ -53,26 +56,40 @@ def _calibrate_kernel(
     use_dark: bool,
     use_flat: bool,
     min_flat: float,
-) -> np.ndarray:
-    """``(light - bias - k * dark) / flat`` in one pass; NaN where the flat is below min_flat."""
+    out: np.ndarray,
+) -> tuple[int, int]:
+    """``out = (light - bias - k * dark) / flat`` in one pass (*out* may be *light* itself).
+
+    NaN where the flat is below min_flat and wherever the light or the result is not finite
+    (no data).  Returns the numbers of pixels whose flat is below *min_flat* (or NaN) and of
+    non-finite light pixels.
+    """
     ny, nx = light.shape
-    out = np.empty((ny, nx), dtype=np.float32)
+    n_low = np.zeros(ny, dtype=np.int64)
+    n_bad = np.zeros(ny, dtype=np.int64)
     kk = np.float32(k)
+    nan = np.float32(np.nan)
     for y in prange(ny):
+        lr, br, dr, fr, row = light[y], bias[y], dark[y], flat[y], out[y]
+        low = bad = 0
+        # selects, not branches, so that the loop is vectorised
         for x in range(nx):
-            v = light[y, x]
+            v = lr[x]
+            finite = np.isfinite(v)
+            bad += not finite
             if use_bias:
-                v -= bias[y, x]
+                v -= br[x]
             if use_dark:
-                v -= kk * dark[y, x]
+                v -= kk * dr[x]
             if use_flat:
-                f = flat[y, x]
-                if f >= min_flat:
-                    v /= f
-                else:
-                    v = np.nan
-            out[y, x] = v
-    return out
+                f = fr[x]
+                ok = f >= min_flat
+                low += not ok
+                v = v / f if ok else nan
+            row[x] = v if finite and np.isfinite(v) else nan
+        n_low[y] = low
+        n_bad[y] = bad
+    return n_low.sum(), n_bad.sum()
 
 
 def _as_plane_stack(arr: np.ndarray) -> np.ndarray:
@@ -105,7 +122,26 @@ def calibrate_array(
     Returns
     -------
     numpy.ndarray
-        Calibrated float32 array of the light's shape.
+        Calibrated float32 array of the light's shape; NaN (no data) where the flat is
+        below *min_flat* and where the light or the result is not finite.
+    """
+    return _calibrate(light, bias, dark, flat, k, min_flat)[0]
+
+
+def _calibrate(
+    light: np.ndarray,
+    bias: np.ndarray | None,
+    dark: np.ndarray | None,
+    flat: np.ndarray | None,
+    k: float,
+    min_flat: float,
+    overwrite: bool = False,
+) -> tuple[np.ndarray, int, int]:
+    """:func:`calibrate_array` with counts, optionally written into *light*.
+
+    Returns the result, the number of pixels with a flat below *min_flat* and the number of
+    non-finite light pixels.  *overwrite* writes the result into *light* when that is a
+    writeable C-contiguous float32 array.
     """
     shape = np.shape(light)
     dummy = np.zeros((1, 1), dtype=np.float32)
@@ -121,8 +157,17 @@ def calibrate_array(
             )
             raise ValueError(msg)
         arrays.append(_as_plane_stack(arr))
-    out = _calibrate_kernel(
-        _as_plane_stack(light),
+    src = _as_plane_stack(light)
+    in_place = (
+        overwrite
+        and isinstance(light, np.ndarray)
+        and light.dtype == np.float32
+        and light.flags.c_contiguous
+        and light.flags.writeable
+    )
+    out = src if in_place else np.empty_like(src)
+    n_low, n_bad = _calibrate_kernel(
+        src,
         arrays[0],
         arrays[1],
         arrays[2],
@@ -131,8 +176,9 @@ def calibrate_array(
         dark is not None,
         flat is not None,
         float(min_flat),
+        out,
     )
-    return out.reshape(shape)
+    return out.reshape(shape), int(n_low), int(n_bad)
 
 
 def _highpass(img: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -280,8 +326,12 @@ def calibrate_light(
     detect_hot: bool = False,
     hot_sigma: float = 8.0,
     min_flat: float = 0.05,
+    overwrite: bool = False,
 ) -> Frame:
     """Calibrate one light frame: ``(light - offset - k * dark) / flat``, then cosmetic fixes.
+
+    Non-finite light pixels (NaN, +-inf) are no data: they and any non-finite result are
+    NaN in the output.
 
     Parameters
     ----------
@@ -310,12 +360,18 @@ def calibrate_light(
         Threshold for *detect_hot*, in robust standard deviations.
     min_flat : float
         Flat values below this are treated as defects (replaced from neighbours).
+    overwrite : bool
+        Write the result into ``frame.data`` when it is a writeable C-contiguous float32
+        array (the light is then lost): no new full-frame array for a caller that no longer
+        needs the raw light.
 
     Returns
     -------
     Frame
-        A new float32 frame; ``meta.header['ASCALIB']`` summarises what was done and
-        ``meta.header['ASDARKK']`` holds the dark scale used.
+        A new float32 frame; ``meta.header['ASCALIB']`` summarises what was done,
+        ``meta.header['ASDARKK']`` holds the dark scale used and
+        ``meta.header['ASNONFIN']``, when there are any, the number of non-finite light
+        pixels.
     """
     name = str(frame.meta.path) if frame.meta.path is not None else "light"
     if cfa is None:
@@ -365,7 +421,7 @@ def calibrate_light(
             k = optimize_dark_scale(light, d, b)
 
     try:
-        out = calibrate_array(light, b, d, f, k=k, min_flat=min_flat)
+        out, n_low, n_nonfinite = _calibrate(light, b, d, f, k, min_flat, overwrite)
     except ValueError as exc:
         msg = f"{name}: {exc}"
         raise ValueError(msg) from exc
@@ -379,39 +435,52 @@ def calibrate_light(
     if b is None and d is None:
         logger.warning("%s: no offset and no dark: the light keeps its pedestal", name)
 
-    mask = None
+    mask = also = None
     if defects is not None:
-        mask = defects.mask if isinstance(defects, DefectMap) else np.asarray(defects, bool)
-        if mask.shape != light.shape[-2:]:
+        if isinstance(defects, DefectMap):  # hot and cold kept apart: no union to build
+            mask, also = np.asarray(defects.hot, bool), np.asarray(defects.cold, bool)
+        else:
+            mask = np.asarray(defects, bool)
+        if mask.shape != light.shape[-2:] or (also is not None and also.shape != mask.shape):
             msg = (
                 f"{name}: defect map shape {mask.shape} does not match the light "
                 f"{light.shape}; build it from masters of the same camera"
             )
             raise ValueError(msg)
-    if f is not None:
+    if n_low:  # only then is a mask of the low flat pixels worth making
         low = ~(f >= min_flat)
         if low.ndim == 3:
             low = low.any(axis=0)
-        if low.any():
-            mask = low if mask is None else (mask | low)
+        if mask is None:
+            mask = low
+        elif also is None:
+            mask = mask | low
+        else:
+            also = also | low
     # ``out`` is a new array of this function: defects are replaced in place (no copies)
-    if mask is not None and mask.any():
-        correct_defects_inplace(out, mask, cfa)
-        steps.append(f"cosmetic({int(mask.sum())})")
+    if mask is not None:
+        n_masked = replace_masked(out, mask, cfa, also=also)[0]
+        if n_masked:
+            steps.append(f"cosmetic({n_masked})")
     if detect_hot:
-        planes = [out] if out.ndim == 2 else list(out)
-        extra = find_isolated_hot(planes[0], cfa and out.ndim == 2, sigma=hot_sigma)
-        for p in planes[1:]:
-            extra |= find_isolated_hot(p, False, sigma=hot_sigma)
-        n_extra = int(np.count_nonzero(extra))
-        if n_extra:
-            correct_defects_inplace(out, extra, cfa)
-        steps.append(f"isolated({n_extra})")
+        if out.ndim == 2:
+            extra, index = isolated_hot(out, cfa, sigma=hot_sigma)
+            replace_listed(out, extra, index, cfa)
+        else:  # [c, y, x]: one mask for all planes
+            extra = find_isolated_hot(out[0], False, sigma=hot_sigma)
+            for p in out[1:]:
+                extra |= find_isolated_hot(p, False, sigma=hot_sigma)
+            index = np.flatnonzero(extra)
+            if index.size:
+                correct_defects_inplace(out, extra, cfa)
+        steps.append(f"isolated({index.size})")
 
     meta = copy.deepcopy(frame.meta)
     meta.header = dict(meta.header)
     meta.header["ASCALIB"] = ",".join(steps) if steps else "none"
     meta.header["ASDARKK"] = float(k)
+    if n_nonfinite:
+        meta.header["ASNONFIN"] = n_nonfinite
     logger.info("%s calibrated: %s", name, meta.header["ASCALIB"])
     return Frame(data=out, meta=meta)
 

@@ -16,7 +16,16 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+
+from .cosmetic_kernels import (
+    _blur_excess_samples,
+    _fill_index,
+    _flagged_index,
+    _isolated_kernel,
+    _isolated_sparse_kernel,
+    _local_median_kernel,
+    _replace_listed,
+)
 
 __all__ = [
     "DefectMap",
@@ -27,155 +36,15 @@ __all__ = [
     "find_defects",
     "find_hot_pixels",
     "find_isolated_hot",
+    "isolated_hot",
     "local_median",
     "median_blur",
+    "replace_listed",
+    "replace_masked",
     "robust_sigma",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------
-# compiled kernels
-# ---------------------------------------------------------------------------------------------
-
-
-@njit(cache=True, inline="always")
-def _median_of(buf: np.ndarray, n: int) -> float:
-    """Median of ``buf[:n]`` (n >= 1), sorting that prefix in place (insertion sort: n <= 24)."""
-    for i in range(1, n):
-        v = buf[i]
-        j = i - 1
-        while j >= 0 and buf[j] > v:
-            buf[j + 1] = buf[j]
-            j -= 1
-        buf[j + 1] = v
-    if n % 2 == 1:
-        return buf[n // 2]
-    return 0.5 * (buf[n // 2 - 1] + buf[n // 2])
-
-
-@njit(cache=True, parallel=True)
-def _local_median_kernel(img: np.ndarray, step: int, radius: int) -> np.ndarray:
-    """Median of the same-colour samples in a ``(2r+1)^2`` window, centre excluded.
-
-    Samples lie at multiples of *step* from the centre; those outside the image are ignored.
-    NaN samples are ignored.  Output is NaN where no sample is available.
-    """
-    ny, nx = img.shape
-    out = np.empty((ny, nx), dtype=np.float32)
-    nmax = (2 * radius + 1) * (2 * radius + 1) - 1
-    for y in prange(ny):
-        buf = np.empty(nmax, dtype=np.float32)
-        for x in range(nx):
-            n = 0
-            for dy in range(-radius, radius + 1):
-                yy = y + dy * step
-                if yy < 0 or yy >= ny:
-                    continue
-                for dx in range(-radius, radius + 1):
-                    if dy == 0 and dx == 0:
-                        continue
-                    xx = x + dx * step
-                    if xx < 0 or xx >= nx:
-                        continue
-                    v = img[yy, xx]
-                    if v == v:
-                        buf[n] = v
-                        n += 1
-            if n == 0:
-                out[y, x] = np.nan
-            else:
-                out[y, x] = _median_of(buf, n)
-    return out
-
-
-@njit(cache=True, inline="always")
-def _replace_one(img: np.ndarray, mask: np.ndarray, y: int, x: int, step: int) -> bool:
-    """Replace ``img[y, x]`` by the median of its non-masked same-colour neighbours.
-
-    Looks at the 8 neighbours at distance *step*; when all are masked, outside or NaN,
-    widens to the 16 at distance ``2*step``.  Returns False when none is usable.
-    """
-    ny, nx = img.shape
-    buf = np.empty(16, dtype=np.float32)
-    for radius in range(1, 3):
-        n = 0
-        for dy in range(-radius, radius + 1):
-            for dx in range(-radius, radius + 1):
-                if max(abs(dy), abs(dx)) != radius:
-                    continue
-                yy = y + dy * step
-                xx = x + dx * step
-                if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
-                    continue
-                if mask[yy, xx]:
-                    continue
-                v = img[yy, xx]
-                if v == v:
-                    buf[n] = v
-                    n += 1
-        if n > 0:
-            img[y, x] = _median_of(buf, n)
-            return True
-    return False
-
-
-@njit(cache=True, parallel=True)
-def _replace_kernel(img: np.ndarray, mask: np.ndarray, step: int) -> int:
-    """Replace every masked pixel of *img* in place (see :func:`_replace_one`).
-
-    Rows are scanned in parallel; no copy is needed because only masked pixels are
-    written and masked pixels are never read, so the order does not matter.  Returns the
-    number of pixels that could not be replaced.
-    """
-    ny, nx = img.shape
-    failed = np.zeros(ny, dtype=np.int64)
-    for y in prange(ny):
-        row = mask[y]
-        for x in range(nx):
-            if row[x] and not _replace_one(img, mask, y, x, step):
-                failed[y] += 1
-    return failed.sum()
-
-
-@njit(cache=True, inline="always")
-def _excess_at(img: np.ndarray, med: np.ndarray, y: int, x: int) -> float:
-    """``img - med`` at ``[y, x]``, 0 where it is not finite."""
-    e = img[y, x] - med[y, x]
-    return e if np.isfinite(e) else np.float32(0.0)
-
-
-@njit(cache=True, parallel=True)
-def _isolated_kernel(img: np.ndarray, med: np.ndarray, thr: float, iso_frac: float) -> np.ndarray:
-    """Pixels whose excess ``img - med`` exceeds *thr* and each adjacent pixel's by ``1/iso_frac``.
-
-    The excess is computed where needed (non-finite counts as 0), so no excess image is made.
-    """
-    ny, nx = img.shape
-    out = np.zeros((ny, nx), dtype=np.bool_)
-    for y in prange(ny):
-        for x in range(nx):
-            e = _excess_at(img, med, y, x)
-            if not (e > thr):
-                continue
-            m = -np.inf
-            for dy in range(-1, 2):
-                yy = y + dy
-                if yy < 0 or yy >= ny:
-                    continue
-                for dx in range(-1, 2):
-                    if dy == 0 and dx == 0:
-                        continue
-                    xx = x + dx
-                    if xx < 0 or xx >= nx:
-                        continue
-                    v = _excess_at(img, med, yy, xx)
-                    if v > m:
-                        m = v
-            if m < iso_frac * e:
-                out[y, x] = True
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +190,8 @@ def median_blur(image: np.ndarray, cfa: bool, radius: int = 1) -> np.ndarray:
             continue
         bad = ~np.isfinite(plane)
         if bad.any():
+            # NB: a mono plane is the caller's own array, filled in place; the pipeline's
+            # calibrated lights depend on that today (their NaN become the plane median)
             plane[bad] = np.median(plane[~bad]) if (~bad).any() else 0.0
         out[sy, sx] = cv2.medianBlur(plane, ksize)
     return out
@@ -566,20 +437,96 @@ def correct_defects_inplace(image: np.ndarray, mask: np.ndarray, cfa: bool) -> i
     int
         Number of masked pixels left unchanged (no usable neighbour).
     """
-    img = image
+    return replace_masked(image, mask, cfa)[1]
+
+
+def replace_masked(
+    img: np.ndarray, mask: np.ndarray, cfa: bool, also: np.ndarray | None = None
+) -> tuple[int, int]:
+    """:func:`correct_defects_inplace`, also returning how many pixels the mask holds.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        float32 C-contiguous ``[y, x]`` or ``[c, y, x]`` image, modified in place.
+    mask : numpy.ndarray
+        Boolean ``[y, x]`` mask of pixels to replace.
+    cfa : bool
+        True when *img* is a Bayer mosaic.
+    also : numpy.ndarray or None
+        A second mask of pixels to replace (e.g. the cold pixels, with the hot ones in
+        *mask*), so that their union is never built.
+
+    Returns
+    -------
+    n_masked, n_failed : int
+        Masked pixels, and those of them left unchanged (no usable neighbour).
+    """
     if img.dtype != np.float32 or not img.flags.c_contiguous or not img.flags.writeable:
         msg = "correct_defects_inplace: the image must be a writeable C-contiguous float32 array"
         raise ValueError(msg)
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != img.shape[-2:]:
-        msg = f"correct_defects: mask shape {mask.shape} does not match image {img.shape}"
-        raise ValueError(msg)
-    mask = np.ascontiguousarray(mask)
+    masks = []
+    for m in (mask, mask if also is None else also):
+        m = np.asarray(m, dtype=bool)
+        if m.shape != img.shape[-2:]:
+            msg = f"correct_defects: mask shape {m.shape} does not match image {img.shape}"
+            raise ValueError(msg)
+        masks.append(np.ascontiguousarray(m))
+    index = _masked_index(*masks)
     planes = [img] if img.ndim == 2 else [img[c] for c in range(img.shape[0])]
     step = 2 if (cfa and img.ndim == 2) else 1
     n_failed = 0
-    for plane in planes:
-        n_failed += int(_replace_kernel(plane, mask, step))
+    if index.size:
+        for plane in planes:
+            n_failed += int(_replace_listed(plane, *masks, index, step))
+    if n_failed:
+        logger.warning(
+            "%d defective pixels have no usable neighbour and were left as they are", n_failed
+        )
+    return int(index.size), n_failed
+
+
+def _masked_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Raveled indices of the pixels of ``a | b`` (C-contiguous boolean masks), in order."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    wa = a.view(np.uint8)[: a.size - a.size % 8].view(np.uint64)
+    wb = b.view(np.uint8)[: b.size - b.size % 8].view(np.uint64)
+    index = np.empty(min(a.size, 1 << 16), dtype=np.int64)  # enough for sparse defects
+    n = _fill_index(a, wa, b, wb, index)
+    if n > index.size:
+        index = np.empty(n, dtype=np.int64)
+        _fill_index(a, wa, b, wb, index)
+    return index[:n]
+
+
+def replace_listed(image: np.ndarray, mask: np.ndarray, index: np.ndarray, cfa: bool) -> int:
+    """:func:`correct_defects_inplace` for a 2-D *image* whose masked pixels are listed.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float32 C-contiguous ``[y, x]`` image, modified in place.
+    mask : numpy.ndarray
+        Boolean ``[y, x]`` mask (neighbours that are masked are not used).
+    index : numpy.ndarray
+        Raveled indices of all the masked pixels (as :func:`numpy.flatnonzero` of *mask*).
+    cfa : bool
+        True when *image* is a Bayer mosaic.
+
+    Returns
+    -------
+    int
+        Number of listed pixels left unchanged (no usable neighbour).
+    """
+    if image.dtype != np.float32 or not image.flags.c_contiguous or image.ndim != 2:
+        msg = "replace_listed: the image must be a 2-D C-contiguous float32 array"
+        raise ValueError(msg)
+    if mask.shape != image.shape:
+        msg = f"replace_listed: mask shape {mask.shape} does not match image {image.shape}"
+        raise ValueError(msg)
+    index = np.asarray(index, dtype=np.int64)
+    step = 2 if cfa else 1
+    n_failed = int(_replace_listed(image, mask, mask, index, step)) if index.size else 0
     if n_failed:
         logger.warning(
             "%d defective pixels have no usable neighbour and were left as they are", n_failed
@@ -621,10 +568,44 @@ def find_isolated_hot(
     numpy.ndarray
         Boolean mask.
     """
+    return isolated_hot(image, cfa, sigma, iso_frac, max_samples)[0]
+
+
+def isolated_hot(
+    image: np.ndarray,
+    cfa: bool,
+    sigma: float = 8.0,
+    iso_frac: float = 0.25,
+    max_samples: int = 250_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`find_isolated_hot`, also returning the raveled indices of the flagged pixels.
+
+    A finite image is searched without blurring it whole (:func:`_isolated_sparse_kernel`):
+    the flags are the same as with the full :func:`median_blur`, which is still used for
+    images with non-finite pixels or a same-colour plane smaller than 3x3.
+
+    Returns
+    -------
+    mask, index : numpy.ndarray
+        Boolean mask and the ``int64`` raveled indices of its True pixels.
+    """
     img = _as_2d_float(image, "find_isolated_hot")
+    step = 2 if cfa else 1
+    stride = _odd_stride(img.size, max_samples)
+    if min(img.shape) // step >= 3:
+        s = robust_sigma(_blur_excess_samples(img, step, stride))
+        thr = float(sigma * s)
+        if 0.0 < thr < float(np.finfo(np.float32).max):
+            thr32 = np.float32(thr)
+            if float(thr32) > thr:
+                thr32 = np.nextafter(thr32, np.float32(0.0))
+            out = np.zeros(img.shape, dtype=bool)  # calloc: only flagged pages are touched
+            n_row, n_bad = _isolated_sparse_kernel(img, step, thr, thr32, float(iso_frac), out)
+            if n_bad == 0:
+                return out, _flagged_index(out, n_row)
     med = median_blur(img, cfa)
-    step = _odd_stride(img.size, max_samples)
-    s = robust_sigma(img.ravel()[::step] - med.ravel()[::step])
+    s = robust_sigma(img.ravel()[::stride] - med.ravel()[::stride])
     if s <= 0:
-        return np.zeros(img.shape, dtype=bool)
-    return _isolated_kernel(img, med, float(sigma * s), float(iso_frac))
+        return np.zeros(img.shape, dtype=bool), np.zeros(0, dtype=np.int64)
+    out = _isolated_kernel(img, med, float(sigma * s), float(iso_frac))
+    return out, np.flatnonzero(out)

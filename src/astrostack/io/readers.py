@@ -227,14 +227,16 @@ def _fits_shape(path: Path, hdu) -> tuple[int, ...]:
     )
 
 
-def _plain_fits_pixels(path: Path, hdu) -> np.ndarray | None:
+def _plain_fits_pixels(path: Path, hdu, chunk: int = 1 << 20) -> np.ndarray | None:
     """float32 pixels of a plain 16-bit integer or 32-bit float image, read straight from disk.
 
     astropy reads such data into a big-endian array, scales it (``BZERO``) in another and we
-    converted that to float32: three passes and two temporaries.  Here the file is read once
-    and converted in one pass; the values are identical (a 16-bit integer plus an integer
-    ``BZERO`` below 2**23 is exact in float32).  Returns None for anything else (compressed,
-    gzipped, ``BSCALE`` != 1, ``BLANK``, other ``BITPIX``), which astropy then reads.
+    converted that to float32: three passes and two temporaries.  Here the file is read in
+    blocks of *chunk* pixels into one small buffer (it stays in the cache) and each block is
+    converted into the float32 result at once; the values are identical (a 16-bit integer
+    plus an integer ``BZERO`` below 2**23 is exact in float32).  Returns None for anything
+    else (compressed, gzipped, ``BSCALE`` != 1, ``BLANK``, other ``BITPIX``), which astropy
+    then reads.
     """
     if type(hdu).__name__ == "CompImageHDU" or _is_gzipped_fits_name(path):
         return None
@@ -246,9 +248,17 @@ def _plain_fits_pixels(path: Path, hdu) -> np.ndarray | None:
     if "BLANK" in h or not numbers or bscale != 1 or not float(bzero).is_integer():
         return None
     if bitpix == 16 and abs(bzero) <= 2**23:
-        dtype = ">i2"
+        from ._fits_kernels import be_int16_to_float32
+
+        buf = np.empty(chunk, dtype=np.uint16)  # native: the kernel swaps the bytes
+
+        def convert(raw: np.ndarray, out: np.ndarray) -> None:
+            be_int16_to_float32(raw, out, np.float32(bzero))
     elif bitpix == -32 and bzero == 0:
-        dtype = ">f4"
+        buf = np.empty(chunk, dtype=">f4")
+
+        def convert(raw: np.ndarray, out: np.ndarray) -> None:
+            out[...] = raw  # byte swap and copy in one pass
     else:
         return None
     info = hdu.fileinfo()
@@ -256,15 +266,17 @@ def _plain_fits_pixels(path: Path, hdu) -> np.ndarray | None:
         return None
     shape = tuple(int(h[f"NAXIS{i}"]) for i in range(int(h["NAXIS"]), 0, -1))
     count = int(np.prod(shape))
+    out = np.empty(count, dtype=np.float32)
     try:
-        raw = np.fromfile(path, dtype=dtype, count=count, offset=int(info["datLoc"]))
+        with open(path, "rb") as fh:
+            fh.seek(int(info["datLoc"]))
+            for start in range(0, count, chunk):
+                raw = buf[: min(chunk, count - start)]
+                if fh.readinto(raw.view(np.uint8)) != raw.nbytes:
+                    return None  # short file: astropy's path reports it
+                convert(raw, out[start : start + raw.size])
     except (OSError, ValueError):
         return None
-    if raw.size != count:
-        return None
-    out = raw.astype(np.float32)  # byte swap and conversion in one pass
-    if bzero:
-        out += np.float32(bzero)
     out = out.reshape(shape)
     return out[0] if out.ndim == 3 and out.shape[0] == 1 else out
 

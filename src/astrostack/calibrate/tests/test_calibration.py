@@ -174,3 +174,36 @@ def test_constant_offset_black_level():
     out = calibrate_light(_frame(light, 150.0), bias=black, dark=dark)
     np.testing.assert_allclose(out.data, sky, rtol=1e-4, atol=0.05)
     assert out.meta.header["ASDARKK"] == pytest.approx(0.5)
+
+
+def test_non_finite_light_pixels_are_no_data_and_overwrite():
+    rng = np.random.default_rng(6)
+    bias, thermal, flat, sky = _scene(rng)
+    light = bias + thermal + sky * flat + rng.normal(0, 3, SHAPE).astype(np.float32)
+    light[5, 6], light[7, 8], light[9, 10] = np.nan, np.inf, -np.inf
+    dark = Master(thermal, kind="dark", n_frames=10, exposure=60.0)
+    out = calibrate_light(_frame(light, 60.0), bias=bias, dark=dark, flat=flat)
+    assert np.isnan(out.data[[5, 7, 9], [6, 8, 10]]).all()
+    assert np.isfinite(out.data).sum() == out.data.size - 3
+    assert out.meta.header["ASNONFIN"] == 3
+    clean = light.copy()
+    clean[5, 6] = clean[7, 8] = clean[9, 10] = 0.0
+    assert "ASNONFIN" not in calibrate_light(_frame(clean, 60.0), bias=bias).meta.header
+    # overwrite: the same result, written into the light's own array
+    frame = _frame(light.copy(), 60.0)
+    data = frame.data
+    same = calibrate_light(frame, bias=bias, dark=dark, flat=flat, overwrite=True)
+    assert same.data is data or np.shares_memory(same.data, data)
+    np.testing.assert_array_equal(same.data, out.data)
+    # a light that cannot take the result (read-only) is left alone
+    frozen = _frame(light.copy(), 60.0)
+    frozen.data.flags.writeable = False
+    again = calibrate_light(frozen, bias=bias, dark=dark, flat=flat, overwrite=True)
+    np.testing.assert_array_equal(frozen.data, light)
+    np.testing.assert_array_equal(again.data, out.data)
+
+
+def test_calibrate_array_result_is_never_infinite():
+    light = np.full((8, 8), 3e38, np.float32)
+    got = calibrate_array(light, bias=-light)  # 6e38 overflows float32
+    assert np.isnan(got).all()

@@ -266,3 +266,142 @@ def test_robust_sigma_samples_every_cfa_plane():
     assert strided == pytest.approx(everything, rel=0.03)
     quiet_only = robust_sigma(img[:, 0::2])
     assert everything > 1.5 * quiet_only
+
+
+def _isolated_by_full_blur(img, cfa, sigma, iso_frac, max_samples):
+    """The reference search: the whole-frame :func:`median_blur`, then the isolation test."""
+    from astrostack.calibrate.cosmetic import _odd_stride
+    from astrostack.calibrate.cosmetic_kernels import _isolated_kernel
+
+    img = img.copy()  # median_blur fills non-finite pixels of a mono image in place
+    med = median_blur(img, cfa)
+    step = _odd_stride(img.size, max_samples)
+    s = robust_sigma(img.ravel()[::step] - med.ravel()[::step])
+    if s <= 0:
+        return np.zeros(img.shape, dtype=bool)
+    return _isolated_kernel(img, med, float(sigma * s), float(iso_frac))
+
+
+@pytest.mark.parametrize("cfa", [False, True])
+def test_isolated_hot_sparse_search_flags_what_the_full_blur_flags(cfa):
+    # Random sizes (odd and even, edges), integer-valued noise (ties in the medians),
+    # hot pixels, 2x2 blobs and candidates on the edges; thresholds from loose to strict.
+    from astrostack.calibrate.cosmetic import isolated_hot
+
+    rng = np.random.default_rng(21)
+    n_flagged = 0
+    for trial in range(60):
+        shape = tuple(int(v) for v in rng.integers(6, 50, 2))
+        img = rng.normal(100, 5, shape).astype(np.float32)
+        if trial % 3 == 0:
+            img = np.round(img)
+        n = int(rng.integers(0, 30))
+        img.flat[rng.choice(img.size, n)] += rng.uniform(10, 500, n).astype(np.float32)
+        img[0, int(rng.integers(0, shape[1]))] += 400
+        img[int(rng.integers(0, shape[0])), -1] += 400
+        for _ in range(3):
+            y, x = rng.integers(0, shape[0] - 1), rng.integers(0, shape[1] - 1)
+            img[y : y + 2, x : x + 2] += 300
+        for sigma, iso in ((8.0, 0.25), (3.0, 0.5), (1.0, 0.9), (5.0, 0.0)):
+            want = _isolated_by_full_blur(img, cfa, sigma, iso, 500)
+            got, index = isolated_hot(img, cfa, sigma, iso, 500)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(index, np.flatnonzero(want))
+            n_flagged += int(want.sum())
+    assert n_flagged > 500  # the comparison is not between empty masks
+
+
+@pytest.mark.parametrize("cfa", [False, True])
+def test_isolated_hot_with_non_finite_pixels_matches_the_full_blur(cfa):
+    from astrostack.calibrate.cosmetic import isolated_hot
+    from astrostack.calibrate.cosmetic_kernels import _isolated_sparse_kernel
+
+    rng = np.random.default_rng(22)
+    step = 2 if cfa else 1
+    for trial in range(60):
+        shape = tuple(int(v) for v in rng.integers(6, 30, 2))
+        img = rng.normal(100, 5, shape).astype(np.float32)
+        img.flat[rng.choice(img.size, 5)] += 300
+        img[rng.integers(0, shape[0]), rng.integers(0, shape[1])] = (np.nan, np.inf, -np.inf)[
+            trial % 3
+        ]
+        # the sparse kernel must notice (its result is then not used)
+        _, n_bad = _isolated_sparse_kernel(
+            img, step, 10.0, np.float32(10.0), 0.25, np.zeros(shape, bool)
+        )
+        assert n_bad > 0
+        got, _ = isolated_hot(img.copy(), cfa, 5.0)
+        np.testing.assert_array_equal(got, _isolated_by_full_blur(img, cfa, 5.0, 0.25, 250_000))
+
+
+def test_pointwise_blur_equals_median_blur():
+    from astrostack.calibrate.cosmetic_kernels import _blur_excess_samples
+
+    rng = np.random.default_rng(23)
+    for shape in [(3, 3), (7, 9), (13, 8), (41, 53)]:
+        for cfa in (False, True):
+            if min(shape) // (2 if cfa else 1) < 3:
+                continue
+            img = rng.normal(100, 10, shape).astype(np.float32)
+            img[rng.random(shape) < 0.2] = 100.0  # ties
+            excess = _blur_excess_samples(img, 2 if cfa else 1, 1)
+            np.testing.assert_array_equal(excess, (img - median_blur(img, cfa)).ravel())
+
+
+def _brute_replace(img, mask, step):
+    """Median of the unmasked finite same-colour neighbours at distance step, else 2*step."""
+    out = img.astype(np.float32).copy()
+    ny, nx = img.shape
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        for r in (1, 2):
+            vals = [
+                img[y + dy * step, x + dx * step]
+                for dy in range(-r, r + 1)
+                for dx in range(-r, r + 1)
+                if max(abs(dy), abs(dx)) == r
+                and 0 <= y + dy * step < ny
+                and 0 <= x + dx * step < nx
+                and not mask[y + dy * step, x + dx * step]
+            ]
+            if vals:
+                out[y, x] = np.float32(np.median(np.float32(vals)))
+                break
+    return out
+
+
+@pytest.mark.parametrize(("shape", "cfa"), [((37, 43), True), ((50, 61), False), ((9, 7), False)])
+def test_replace_masked_and_listed_match_bruteforce(shape, cfa):
+    # sizes whose pixel count is not a multiple of 8: the last pixels are scanned one by one
+    from astrostack.calibrate.cosmetic import replace_listed, replace_masked
+
+    rng = np.random.default_rng(24)
+    img = rng.normal(100, 10, shape).astype(np.float32)
+    mask = rng.random(shape) < 0.05
+    mask[-1, -1] = mask[0, 0] = True
+    want = _brute_replace(img, mask, 2 if cfa else 1)
+    work = img.copy()
+    assert replace_masked(work, mask, cfa) == (int(mask.sum()), 0)
+    np.testing.assert_array_equal(work, want)
+    work = img.copy()
+    assert replace_listed(work, mask, np.flatnonzero(mask), cfa) == 0
+    np.testing.assert_array_equal(work, want)
+    # two masks (hot, cold) replace their union, without building it
+    split = rng.random(shape) < 0.5
+    work = img.copy()
+    assert replace_masked(work, mask & split, cfa, also=mask & ~split) == (int(mask.sum()), 0)
+    np.testing.assert_array_equal(work, want)
+
+
+def test_replace_masked_with_many_defects():
+    # more masked pixels than the first index buffer holds: counted, then listed again
+    from astrostack.calibrate.cosmetic import replace_listed, replace_masked
+
+    rng = np.random.default_rng(26)
+    img = rng.normal(100, 10, (301, 303)).astype(np.float32)
+    mask = rng.random(img.shape) < 0.8
+    assert mask.sum() > 2**16
+    want = img.copy()
+    n_failed = replace_listed(want, mask, np.flatnonzero(mask), cfa=False)
+    work = img.copy()
+    assert replace_masked(work, mask, cfa=False) == (int(mask.sum()), n_failed)
+    np.testing.assert_array_equal(work, want)

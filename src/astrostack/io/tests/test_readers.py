@@ -335,3 +335,40 @@ def test_input_file_not_modified(tmp_path, rng):
     read_frame(path)
     read_meta(path)
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+@pytest.mark.parametrize(("bitpix", "bzero"), [(16, 32768), (16, -1000), (16, 0), (-32, 0)])
+def test_fits_direct_read_in_blocks(tmp_path, rng, bitpix, bzero):
+    # blocks smaller than the image, the last one partial: same pixels as astropy's read
+    from astrostack.io.readers import _image_hdu, _open_fits, _plain_fits_pixels
+
+    shape = (37, 53)
+    if bitpix == 16:
+        data = rng.integers(-32768, 32768, size=shape).astype(">i2")
+    else:
+        data = rng.normal(0, 1e4, size=shape).astype(">f4")
+        data[2, 3] = np.nan
+    path = tmp_path / "blocks.fits"
+    hdu = fits.PrimaryHDU()
+    hdu.data = data
+    if bzero:
+        hdu.header["BZERO"] = bzero
+    hdu.writeto(path)
+    expected = _astropy_pixels(path)
+    hdul = _open_fits(path)
+    try:
+        hdu = _image_hdu(path, hdul)[1]
+        for chunk in (1, 500, 37 * 53, 1 << 20):
+            got = _plain_fits_pixels(path, hdu, chunk=chunk)
+            assert got.dtype == np.float32 and got.shape == shape
+            np.testing.assert_array_equal(got, expected)
+    finally:
+        hdul.close()
+    # a truncated file is left to astropy's path (which reports it)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(path.read_bytes()[: 2880 + 1000])
+    hdul = _open_fits(cut)
+    try:
+        assert _plain_fits_pixels(cut, _image_hdu(cut, hdul)[1]) is None
+    finally:
+        hdul.close()
