@@ -93,8 +93,9 @@ def map_frames(
     ----------
     fn : callable
         Work for one item; must only touch that item's state (and thread-safe shared
-        objects).  With *processes*, a module-level function whose items and results
-        pickle, and whose effects the caller applies from the results.
+        objects).  With *processes*, a function of an importable module (the workers
+        never import the main script) whose items and results pickle; the caller
+        applies its effects from the results.
     items : iterable
         The frames.
     workers : int
