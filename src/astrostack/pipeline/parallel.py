@@ -1,28 +1,37 @@
-"""Per-frame stages on a few threads: results in input order, memory bounded.
+"""Per-frame stages on a few threads or processes: results in input order, memory bounded.
 
 The per-frame work of a run (calibration, quality, warping) spends its time in code
-that releases the GIL (numba ``nogil`` kernels, sep, OpenCV, numpy, file I/O), so two
+that releases the GIL (numba ``nogil`` kernels, OpenCV, numpy, file I/O), so two
 frames processed at once on two cores overlap their serial parts.  :func:`map_frames`
 runs a function over the frames with at most ``workers`` of them in flight and yields
 the results **in input order**, so everything the caller does with them (progress,
-messages, cache records) happens in the same order whatever the thread timing; each
-frame's result depends only on that frame, so the outputs are byte-identical to a
-serial run.
+messages, cache records) happens in the same order whatever the timing; each frame's
+result depends only on that frame, so the outputs are byte-identical to a serial run.
 
 The first item is always processed alone on the calling thread: it fills the lazy
 per-plan state (masters loaded on first use, the defect map) before any concurrency,
 and it starts numba's threading layer, which is then checked: concurrent launches of
 ``parallel=True`` kernels are only safe with the ``tbb`` or ``omp`` layers, so with
 ``workqueue`` the rest runs serially too.
+
+Work that holds the GIL (sep's extraction and photometry: the quality stage) does not
+overlap in threads; ``processes=True`` runs it in worker processes instead (a ``spawn``
+pool, never ``fork``: numba's threading layer is not fork-safe), started while the
+first item runs here and shut down when the last result is in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
+import sys
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 __all__ = ["default_workers", "map_frames", "threads_safe"]
@@ -73,7 +82,7 @@ def _call(fn: Callable[[T], Any], item: T) -> tuple[Any, BaseException | None]:
 
 
 def map_frames(
-    fn: Callable[[T], Any], items: Iterable[T], workers: int = 2
+    fn: Callable[[T], Any], items: Iterable[T], workers: int = 2, *, processes: bool = False
 ) -> Iterator[tuple[T, Any, Exception | None]]:
     """Apply *fn* to every item, up to *workers* at once; yield ``(item, result, error)``.
 
@@ -84,11 +93,17 @@ def map_frames(
     ----------
     fn : callable
         Work for one item; must only touch that item's state (and thread-safe shared
-        objects).
+        objects).  With *processes*, a function of an importable module (the workers
+        never import the main script) whose items and results pickle; the caller
+        applies its effects from the results.
     items : iterable
         The frames.
     workers : int
         Items in flight at most (1 = serial, on the calling thread).
+    processes : bool
+        Run the items after the first in *workers* worker processes instead of threads
+        (for work that holds the GIL).  If the pool cannot start or breaks (a worker
+        killed), the items left are processed here, serially.
 
     Yields
     ------
@@ -98,6 +113,9 @@ def map_frames(
     if not items:
         return
     head, *rest = items
+    if processes and workers > 1 and rest:
+        yield from _map_processes(fn, head, rest, workers)
+        return
     result, error = _call(fn, head)
     yield head, result, error
     if workers <= 1 or not rest or not threads_safe():
@@ -119,3 +137,104 @@ def map_frames(
             if nxt is not _END:
                 pending.append((nxt, pool.submit(_call, fn, nxt)))
             yield item, result, error
+
+
+def _init_worker(threads: int) -> None:
+    """Give a worker process its share of the cores for numba, OpenCV and BLAS."""
+    import cv2
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    cv2.setNumThreads(threads)
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")  # many tiny fits: one thread is fastest
+
+
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start worker processes without re-running the caller's ``__main__`` in them.
+
+    ``spawn`` re-imports the main script in every worker so that functions defined
+    there can be unpickled.  The workers only run astrostack functions, and a script
+    that calls ``astrostack.run`` without an ``if __name__ == "__main__"`` guard would
+    run again in each of them, so the main module is hidden while they start.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _map_processes(
+    fn: Callable[[T], Any], head: T, rest: list[T], workers: int
+) -> Iterator[tuple[T, Any, Exception | None]]:
+    """:func:`map_frames` with the items after *head* in a process pool."""
+    # twice the workers in flight: a worker that finishes early finds its next item
+    # queued (the frames are read by the workers; only small results come back)
+    ahead = 2 * workers
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    it = iter(rest)
+    pending: deque[tuple[T, Future | None]] = deque()
+    pool: ProcessPoolExecutor | None = None
+    try:
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(threads,),
+        )  # fmt: skip
+        with _main_not_rerun():  # the workers start on the first submissions
+            for item in it:
+                pending.append((item, pool.submit(fn, item)))
+                if len(pending) >= ahead:
+                    break
+    except Exception as exc:  # e.g. no processes allowed here (a daemonic process)
+        logger.warning("no worker processes (%s): frames processed here, one at a time", exc)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        pool = None
+        pending = deque((item, None) for item, _ in pending)
+    try:
+        result, error = _call(fn, head)  # meanwhile the workers start
+        yield head, result, error
+        while pending:
+            item, fut = pending.popleft()
+            result, error = _collect(fut, fn, item)
+            if isinstance(error, BrokenProcessPool):
+                logger.warning("a worker process died (%s): the frames left are processed "
+                               "here, one at a time", error)  # fmt: skip
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+                pending = deque((i, None) for i, _ in pending)
+                result, error = _call(fn, item)
+            nxt = next(it, _END)
+            if nxt is not _END:
+                pending.append((nxt, _submit(pool, fn, nxt)))
+            yield item, result, error
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(pool: ProcessPoolExecutor | None, fn: Callable[[T], Any], item: T) -> Future | None:
+    """*item* submitted to *pool*; None (processed here) without a pool or if it broke."""
+    if pool is None:
+        return None
+    try:
+        return pool.submit(fn, item)
+    except BrokenProcessPool:  # reported by the future of an earlier item
+        return None
+
+
+def _collect(fut: Future | None, fn: Callable[[T], Any], item: T) -> tuple[Any, Exception | None]:
+    """The result of *item*'s future, or of *fn* here when it has none (no pool)."""
+    if fut is None:
+        return _call(fn, item)
+    try:
+        return fut.result(), None
+    except Exception as exc:  # raised by fn in the worker (or the pool broke)
+        return None, exc

@@ -39,9 +39,12 @@ from .stages import (
     calibrate_frame,
     get_masters,
     make_reference,
-    measure_frame,
     output_shape,
+    quality_in_processes,
+    quality_job,
     register_to_reference,
+    run_quality_job,
+    store_quality,
     warp_frame,
 )
 
@@ -517,17 +520,24 @@ def _run(
 
     # ---- quality -------------------------------------------------------------------------
     with StageTimer("quality", log, progress, total=len(lights)) as st, single_blas_thread():
-        done = map_frames(lambda f: measure_frame(f, cache, cfg),
-                          [f for f in lights if f.cal_path is not None], workers)  # fmt: skip
+        # cached results are read here; the rest are measured on threads, or in worker
+        # processes when there is enough of it (sep holds the GIL)
+        jobs = {id(f): quality_job(f, cache, cfg) for f in lights if f.cal_path is not None}
+        todo = [j for j in jobs.values() if j is not None]
+        done = map_frames(run_quality_job, todo, workers,
+                          processes=quality_in_processes(todo, workers))  # fmt: skip
         for f in lights:
             if f.cal_path is None:
                 st.advance()
                 continue
             try:
-                _, reused, error = next(done)
-                if error is not None:
-                    raise error
-                st.advance(computed=not reused, message=f.name)
+                job = jobs[id(f)]
+                if job is not None:
+                    _, measured, error = next(done)
+                    if error is not None:
+                        raise error
+                    store_quality(f, job, measured, cache)
+                st.advance(computed=job is not None, message=f.name)
                 f.quality = {**f.quality, "nonfinite_pixels": f.nonfinite}
             except Exception as exc:
                 _raise_if_fatal(exc, output, done)

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from ..io.atomic import atomic_path
-from .stamps import binned_detection_image
+from .stamps import Residual, binned_detection_image
 from .stars import StarTable, background, detect_star_lists
 
 __all__ = [
@@ -48,7 +48,11 @@ logger = logging.getLogger(__name__)
 
 
 def estimate_noise(
-    image: np.ndarray, background_map: np.ndarray | None = None, max_samples: int = 2_000_000
+    image: np.ndarray,
+    background_map: np.ndarray | None = None,
+    max_samples: int = 2_000_000,
+    *,
+    residual: Residual | None = None,
 ) -> float:
     """Robust Gaussian noise sigma of an image (ADU), insensitive to stars and gradients.
 
@@ -63,9 +67,12 @@ def estimate_noise(
         2-D image.
     background_map : ndarray, optional
         Background of *image* (from :func:`~astrostack.register.stars.background`);
-        estimated with sep if absent.
+        estimated with sep if neither it nor *residual* is given.
     max_samples : int
         Pixel budget of the row subsample.
+    residual : Residual, optional
+        The background-subtracted *image* (:func:`~.stamps.binned_detection_image`):
+        only the sampled rows are then computed, not a full-size map.
     """
     data = np.asarray(image, dtype=np.float32)
     if data.ndim != 2 or data.shape[1] < 2:
@@ -78,9 +85,13 @@ def estimate_noise(
     if not finite.any():
         return float("nan")
     sigma = _mad_sigma(d[finite])
-    if background_map is None:
-        background_map = background(np.where(np.isfinite(data), data, np.float32(0)))[0]
-    sub = rows - np.asarray(background_map, dtype=np.float32)[::step]
+    if residual is not None:
+        # (no-data pixels are zero there: below the cut, as NaN was)
+        sub = residual.rows(np.arange(0, data.shape[0], step))
+    else:
+        if background_map is None:
+            background_map = background(np.where(np.isfinite(data), data, np.float32(0)))[0]
+        sub = rows - np.asarray(background_map, dtype=np.float32)[::step]
     high = sub > 3.0 * sigma
     sky = finite & ~high[:, 1:] & ~high[:, :-1]
     if sky.sum() > 100:
@@ -89,8 +100,8 @@ def estimate_noise(
 
 
 def frame_sky(
-    data: np.ndarray, large: int = 16_000_000, box: int = 64
-) -> tuple[np.ndarray, float, float, tuple | None]:
+    data: np.ndarray, large: int = 16_000_000, box: int = 64, native_map: bool = True
+) -> tuple[np.ndarray | None, float, float, tuple | None]:
     """Background map, level and RMS of a frame, and the binned detection image if made.
 
     Frames up to *large* pixels: :func:`~.stars.background` with a *box* mesh, and None.
@@ -98,13 +109,17 @@ def frame_sky(
     on their 2x2 mean (:func:`~.stamps.binned_detection_image`, a mesh of the same size
     on the sky), which is returned so that the detection reuses it: the sky of a 24 MP
     frame is measured once, at a third of the full-resolution cost.  The map is
-    interpolated back onto the native grid bilinearly, and the RMS is that of the
+    interpolated back onto the native grid bilinearly (unless *native_map* is False:
+    the map is then None, and the binned image's :class:`~.stamps.Residual` gives the
+    background-subtracted pixels where they are needed), and the RMS is that of the
     native pixels (twice the binned RMS, for white noise).
     """
     ny, nx = data.shape
     if ny * nx <= large or min(ny, nx) < 256:
         return (*background(data, box=box), None)
     binned = binned_detection_image(data, max(8, box // 2))
+    if not native_map:
+        return None, binned[3], 2.0 * binned[4], binned
     resid = binned[2]
     # native (x, y) lies at (sx * x + ox, sy * y + oy) on the map's grid (the Residual's)
     sy, oy, sx, ox = resid.mapping
@@ -527,11 +542,14 @@ def measure_quality_and_stars(
     """
     data = np.asarray(image, dtype=np.float32)
     q = FrameQuality(name=name)
-    sky = frame_sky(data)
+    # large frames: no full-size background map (96 MB at 24 MP), the binned image's
+    # Residual gives the background-subtracted rows and cutouts used below
+    sky = frame_sky(data, native_map=False)
     bkg, level = sky[0], sky[1]
+    resid = None if sky[3] is None else sky[3][2]
     q.background = level
     # 2e5 differences give the noise to 0.3 % (MAD efficiency), at 40 % of the cost of 5e5
-    q.noise = estimate_noise(data, bkg, max_samples=200_000)
+    q.noise = estimate_noise(data, bkg, max_samples=200_000, residual=resid)
     reg_stars = None
     if stars is None:
         cuts = [(500, None)] + ([] if register_max_stars is None else [(register_max_stars, 0.5)])
@@ -554,7 +572,12 @@ def measure_quality_and_stars(
         if xc - r < 0 or yc - r < 0 or xc + r >= nx or yc + r >= ny:
             continue
         box = (slice(yc - r, yc + r + 1), slice(xc - r, xc + r + 1))
-        cut = data[box] - bkg[box]  # background-subtracted cutout (no full-frame copy)
+        if bkg is not None:
+            cut = data[box] - bkg[box]  # background-subtracted cutout (no full-frame copy)
+        elif np.isfinite(data[box]).all():  # (fit_moffat refuses a cutout with no data)
+            cut = resid.box(yc - r, xc - r, 2 * r + 1, 2 * r + 1)
+        else:
+            continue
         res = fit_moffat(cut, stars.x[i] - (xc - r), stars.y[i] - (yc - r))
         if res is not None and res["fwhm"] < 2 * r:
             fits_.append(res)

@@ -203,6 +203,35 @@ class Residual:
                      y.astype(np.int64), ones, ones, px, py, out)  # fmt: skip
         return out[0]
 
+    def box(self, y0: int, x0: int, hgt: int, wid: int) -> np.ndarray:
+        """Residual of the box ``[y0, y0 + hgt) x [x0, x0 + wid)`` (inside the image).
+
+        From a frame and its map, pixels without data (NaN) are zero, as on the stamps.
+        """
+        if self.sub is not None:
+            return self.sub[y0 : y0 + hgt, x0 : x0 + wid]
+        out = np.empty((hgt, wid), dtype=np.float32)
+        sy, oy, sx, ox = self.mapping
+        one = np.array([1], dtype=np.int64)
+        zero = np.zeros(1, dtype=np.int64)
+        _fill_stamps(self.data, self.bmap, sy, oy, sx, ox, one * x0, one * y0, one * hgt,
+                     one * wid, zero, zero, out)  # fmt: skip
+        return out
+
+    def rows(self, y: np.ndarray) -> np.ndarray:
+        """Residual of the whole image rows *y*, ``[y.size, nx]`` (NaN pixels as in :meth:`box`)."""
+        y = np.asarray(y, dtype=np.int64)
+        if self.sub is not None:
+            return self.sub[y]
+        nx = self.data.shape[1]
+        out = np.empty((y.size, nx), dtype=np.float32)
+        sy, oy, sx, ox = self.mapping
+        zero = np.zeros(y.size, dtype=np.int64)
+        ones = np.ones(y.size, dtype=np.int64)
+        _fill_stamps(self.data, self.bmap, sy, oy, sx, ox, zero, y, ones, ones * nx, zero,
+                     np.arange(y.size, dtype=np.int64), out)  # fmt: skip
+        return out
+
     def _mosaic(
         self, x: np.ndarray, y: np.ndarray, reach: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

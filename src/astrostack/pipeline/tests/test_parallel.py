@@ -1,11 +1,16 @@
-"""Per-frame stages on threads: input order, errors handed back, frames in flight bounded,
-the first item alone on the calling thread, results identical to a serial run."""
+"""Per-frame stages on threads or processes: input order, errors handed back, frames in
+flight bounded, the first item alone on the calling thread, results identical to a serial
+run; worker processes never re-run the caller's script, and a dead worker is survived."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
@@ -84,3 +89,69 @@ def test_default_workers():
     assert default_workers("threads", limit=2) == min(2, cores)
     assert default_workers("threads", limit=1) == 1
     assert default_workers("threads", limit=64) == cores
+
+
+def _square_in_worker(item: int) -> tuple[int, int]:
+    """(item squared, pid); item 5 fails."""
+    if item == 5:
+        msg = f"frame {item} is bad"
+        raise ValueError(msg)
+    return item * item, os.getpid()
+
+
+def _dies_in_worker(item: tuple[int, int]) -> int:
+    """Kills its worker process at item 3 (never the test's own process)."""
+    i, parent = item
+    if i == 3 and os.getpid() != parent:
+        os._exit(1)
+    return i * 10
+
+
+def test_processes_order_errors_and_workers():
+    items = list(range(9))
+    out = list(map_frames(_square_in_worker, items, workers=2, processes=True))
+    assert [item for item, _, _ in out] == items
+    errors = {item: err for item, _, err in out if err is not None}
+    assert list(errors) == [5] and isinstance(errors[5], ValueError)
+    assert "frame 5" in str(errors[5])
+    assert [r[0] for item, r, _ in out if item != 5] == [i * i for i in items if i != 5]
+    pids = {item: r[1] for item, r, _ in out if r is not None}
+    assert pids[0] == os.getpid()  # the first item runs here while the workers start
+    workers = {pid for item, pid in pids.items() if item > 0}
+    assert os.getpid() not in workers and 1 <= len(workers) <= 2
+    # the same results on threads
+    threads = list(map_frames(_square_in_worker, items, workers=2))
+    assert [r[0] for _, r, e in threads if e is None] == [r[0] for _, r, e in out if e is None]
+
+
+def test_processes_survive_a_dead_worker(caplog):
+    items = [(i, os.getpid()) for i in range(8)]
+    with caplog.at_level("WARNING", logger="astrostack.pipeline.parallel"):
+        out = list(map_frames(_dies_in_worker, items, workers=2, processes=True))
+    assert [item for item, _, _ in out] == items
+    assert [(r, e) for _, r, e in out] == [(i * 10, None) for i in range(8)]
+    assert "worker process died" in caplog.text
+
+
+def test_processes_do_not_rerun_an_unguarded_script(tmp_path):
+    """A script calling the pipeline without an ``if __name__ == '__main__'`` guard runs
+    once: spawn would otherwise re-run it in every worker."""
+    log = tmp_path / "runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os
+        from astrostack.pipeline.parallel import map_frames
+        with open({str(log)!r}, "a") as fh:
+            fh.write(f"{{os.getpid()}}\\n")
+        out = list(map_frames(abs, [-1, -2, -3, -4, -5], workers=2, processes=True))
+        print([r for _, r, _ in out], [e for _, _, e in out])
+    """)
+    )
+    src = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=300, check=False)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[1, 2, 3, 4, 5] [None, None, None, None, None]"
+    assert len(log.read_text().split()) == 1, res.stderr
