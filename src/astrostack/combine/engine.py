@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .sources import FrameSource, GridSurface
+from .sources import FrameSource, GridSurface, transform_band
 
 __all__ = ["combine_sources", "parse_memory", "plan_bands"]
 
@@ -62,9 +62,6 @@ _KERNEL_LOCK = threading.Lock()
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2}
 _UNITS.update({"G": 1024**3, "GB": 1024**3, "T": 1024**4, "TB": 1024**4})
 _UNITS.update({"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4})
-
-# rows of an offset surface evaluated at once (bounds its temporaries; not a tunable)
-_SURFACE_ROWS = 128
 
 # bytes per output pixel and channel: image f4 + low/high/count u2 + weight f4
 _OUT_BYTES = 4 + 2 + 2 + 2 + 4
@@ -198,21 +195,9 @@ def _read_band(
             logger.warning("skipping %s: %s", src.path, exc)
             planes[...] = np.nan
             continue
-        for c in range(planes.shape[0]):
-            scale, offset = np.float32(scales[i, c]), np.float32(offsets[i, c])
-            if scale != 1:
-                planes[c] *= scale
-            if offset != 0:
-                planes[c] += offset
         surface = offset_maps[i] if offset_maps is not None else None
-        if surface is not None:
-            # evaluated in chunks of rows: its float64 temporaries stay small
-            for r0 in range(y0, y1, _SURFACE_ROWS):
-                r1 = min(r0 + _SURFACE_ROWS, y1)
-                extra = surface.rows(r0, r1)
-                if extra.ndim == 2:
-                    extra = extra[None]
-                planes[:, r0 - y0 : r1 - y0] += extra
+        # compiled and GIL-free: the reader thread runs it beside the combine kernel
+        transform_band(planes, y0, scales[i], offsets[i], surface)
 
 
 def _channel_view(full, c: int):

@@ -212,6 +212,12 @@ def _sorting_plan(n_frames: int) -> tuple[np.ndarray, int]:
     return _NO_NETWORK, block
 
 
+def _blockwise() -> bool:
+    """Whether sorted blocks are rejected block-wise (always; tests turn it off to
+    compare with the per-pixel path on the same sorted values)."""
+    return True
+
+
 @dataclass(frozen=True)
 class Combiner:
     """Base of the combiners: holds parameters, runs the compiled kernel.
@@ -308,6 +314,7 @@ class Combiner:
             self._esd(n),
             network,
             block,
+            _blockwise(),
             out_start,
             out.image.reshape(-1),
             out.rejected_low.reshape(-1),

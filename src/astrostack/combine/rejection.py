@@ -10,17 +10,24 @@ Per block: gather the values as ``[N, block]`` (contiguous reads; a NaN value, a
 infinite value or a weight <= 0 / NaN all mean "no data" and become ``+inf``), then sort
 every pixel's values at once with a comparator network whose compare-exchanges are
 elementwise min/max of two rows (vectorised across pixels), carrying weights or frame
-indices along when weights differ.  Above 1024 frames each pixel is sorted alone
-(quicksort).  Per pixel: reject on the sorted values, where every method keeps a
-contiguous range whose mean and variance come from running sums, then take the
-weighted mean of the kept values in float64 (the plain median for ``median``).  The
+indices along when weights differ and the method needs them.  Above 1024 frames each
+pixel is sorted alone (quicksort).  Per pixel: reject on the sorted values, where every
+method keeps a contiguous range whose mean and variance come from running sums, then take
+the weighted mean of the kept values in float64 (the plain median for ``median``).  The
 mean needs no sort: it is accumulated across the block's pixels frame by frame.
-Classic sigma clipping with equal weights makes its first pass across the whole sorted
-block (bit-identical to the per-pixel path); only pixels that reject something go on
-pixel by pixel.  Winsorized clipping runs every pixel of the block that has all N values
-through :func:`~.winsorized.winsorized_block` (each step of every pixel's iterations
-taken side by side, bit-identical to the per-pixel path, any weights); the others go
-pixel by pixel.
+
+Sigma clipping and the ESD test do not look at the weights: with unequal weights their
+kept values are summed in frame order from the unsorted stack (the sum of all the values
+accumulated while gathering, :func:`~.blockwise.frame_means` for a block's pixels that
+rejected some), so the sort carries nothing.  Values equal to a bound of the kept range
+count as a stable sort orders them.  (Until this change the sum ran in sorted order: the
+float64 sums differ in rounding only, the float32 results by at most an ulp.)
+
+Block-wise passes (:mod:`.blockwise`, :mod:`.winsorized`) take each step of the
+rejection for all the block's complete pixels side by side, bit-identical to the
+per-pixel path: the first pass of classic sigma clipping (only pixels that reject
+something go on pixel by pixel), the whole ESD test and winsorized clipping (any
+weights).
 
 Method codes and the parameter vectors are built by :mod:`astrostack.combine.kernels`;
 this module has no public Python API.
@@ -31,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .blockwise import esd_block, frame_means, frame_order_mean, rank_means, sigma_first_pass
 from .stats import (
     centred_cumsums,
     count_above,
@@ -41,7 +49,6 @@ from .stats import (
     sort_columns,
     sort_pairs,
     sort_values,
-    sorted_column_sums,
     sorted_mad,
     sorted_median,
 )
@@ -91,37 +98,6 @@ IP_N_LOW = 1
 IP_N_HIGH = 2
 IP_STDFUNC = 3  # 0 = classic std (ddof=0), 1 = MAD std
 IP_MIN_KEPT = 4
-
-
-@njit(cache=True, fastmath=False)
-def _sigma_first_pass(vb, m, n, sl, sh, ref, u1, u2, b1, b2, done, val):  # pragma: no cover
-    """First sigma-clipping pass of every lane of a sorted block, vectorised across lanes.
-
-    ``vb[:n, :m]`` holds the sorted values of ``m`` pixels that all have ``n`` values
-    (column ``k`` = pixel ``k``).  The running sums' totals come from
-    :func:`~.stats.sorted_column_sums` and the pass is that of :func:`_reject_sigma`,
-    with the same float64 operations, so the results are bit-identical to the
-    per-pixel path's.  ``done[k]`` is set when the pass rejects nothing - the pixel is
-    then final and ``val[k]`` is its mean; the other lanes (about 1 in 8 for Gaussian
-    noise and N = 50) are left to the per-pixel path.
-    """
-    sorted_column_sums(vb, m, n, ref, u1, u2, b1, b2)
-    half = n >> 1
-    row_ref = vb[half]
-    first = vb[0]
-    last = vb[n - 1]
-    below = vb[half - 1] if half >= 1 else row_ref
-    odd = (n & 1) == 1
-    for k in range(m):
-        if odd:
-            med = np.float64(row_ref[k])
-        else:
-            med = 0.5 * (np.float64(below[k]) + np.float64(row_ref[k]))
-        s = u1[k] - b1[k]
-        var = ((u2[k] - b2[k]) - s * s / n) / n
-        std = np.sqrt(var) if var > 0.0 else 0.0
-        done[k] = not (first[k] < med - sl * std) and not (last[k] > med + sh * std)
-        val[k] = ref[k] + s / n
 
 
 @njit(cache=True, fastmath=False)
@@ -398,6 +374,7 @@ def combine_pixels(
     esd_lam,
     network,
     block,
+    blockwise,
     out_start,
     out_img,
     out_lo,
@@ -419,7 +396,10 @@ def combine_pixels(
     indices alongside).  When ``network`` (from :func:`~.stats.sorting_network`, empty
     to disable) has comparators, all the pixels of the block are sorted at once by
     row-wise compare-exchanges; otherwise each pixel's values are sorted alone
-    (quicksort) or, for the median and minmax, only selected.
+    (quicksort) or, for the median and minmax, only selected.  With ``blockwise``, the
+    sorted blocks of sigma clipping (first pass), winsorized clipping and the ESD test
+    are then rejected across all their complete pixels at once (:mod:`.blockwise`,
+    :mod:`.winsorized`), bit-identical to the per-pixel path that settles the rest.
     """
     n_frames = stack.shape[0]
     n_planes = stack.shape[1]
@@ -435,15 +415,24 @@ def combine_pixels(
     n_low_mm = ipar[IP_N_LOW]
     n_high_mm = ipar[IP_N_HIGH]
     use_net = network.shape[0] > 0 and method != 0
-    carry = use_pix or not uniform
-    # classic sigma clipping with equal weights: most pixels reject nothing in the first
-    # pass, which is then done for a whole sorted block at once (_sigma_first_pass)
-    fast_sigma = method == 2 and use_net and not carry and ipar[IP_STDFUNC] == 0 and n_frames >= 2
+    # sigma clipping and the ESD test reject without looking at the weights and keep a
+    # range of ranks: with unequal weights, the kept values are summed in frame order
+    # from the stack (frame_order_mean, frame_means), so no weights travel with the
+    # sorted values.  Other methods carry weights (or frame indices) through the sort.
+    by_frame = (use_pix or not uniform) and (method == 2 or method == 5)
+    carry = (use_pix or not uniform) and not by_frame
+    blockwise = blockwise and use_net
+    # classic sigma clipping: most pixels reject nothing in the first pass, which is then
+    # done for a whole sorted block at once (sigma_first_pass)
+    fast_sigma = method == 2 and blockwise and ipar[IP_STDFUNC] == 0 and n_frames >= 2
     # winsorized clipping: every pixel with all N values is clipped block-wise
     # (winsorized_block), its iterations interleaved across the block's pixels
-    fast_wins = method == 3 and use_net and n_frames >= 3
+    fast_wins = method == 3 and blockwise and n_frames >= 3
     wn = n_frames if fast_wins else 0
     wbk = block if fast_wins else 0
+    # the ESD test: every pixel with all N values is tested block-wise (esd_block)
+    fast_esd = method == 5 and blockwise and n_frames >= 3
+    ebk = block if fast_esd else 0
     # the common weight of every frame with data when they are all equal
     w_common = 1.0
     for i in range(n_frames):
@@ -466,6 +455,16 @@ def combine_pixels(
         fst = np.empty((8, wbk), dtype=np.float64)
         ist = np.empty((6, wbk), dtype=np.int64)
         lists = np.empty((3, wbk), dtype=np.int64)
+        efl = np.empty((5, ebk), dtype=np.float64)
+        eil = np.empty((3, ebk), dtype=np.int64)
+        # by_frame: pixels whose kept values lie between bounds[0] and bounds[1] and are
+        # summed for the whole block at once (frame_means) once all are known
+        bounds = np.empty((2, block if by_frame else 0), dtype=np.float32)
+        pend = np.zeros(block if by_frame else 0, dtype=np.bool_)
+        n_pend = 0
+        # by_frame: the weighted sum and weight sum of all the values, frame by frame
+        fsum = np.zeros(block if by_frame else 0, dtype=np.float64)
+        fw = np.zeros(block if by_frame else 0, dtype=np.float64)
         g = c // per_plane
         q0 = (c - g * per_plane) * block
         m = min(block, n_q - q0)
@@ -517,6 +516,13 @@ def combine_pixels(
                     vrow[k] = x if ok else np.inf
                     wrow[k] = wt
                     cnt[k] += ok
+                if by_frame:
+                    for k in range(m):
+                        x = row[k]
+                        wt = np.float64(prow[k])
+                        ok = np.isfinite(x) & np.isfinite(wt) & (wt > 0.0)
+                        fsum[k] += wt * np.float64(x) if ok else 0.0
+                        fw[k] += wt if ok else 0.0
             else:
                 wf = wframe[i]
                 if not (np.isfinite(wf) and wf > 0):
@@ -529,17 +535,63 @@ def combine_pixels(
                     ok = np.isfinite(x)
                     vrow[k] = x if ok else np.inf
                     cnt[k] += ok
+                if by_frame:
+                    for k in range(m):
+                        x = row[k]
+                        ok = np.isfinite(x)
+                        fsum[k] += wf * np.float64(x) if ok else 0.0
+                        fw[k] += wf if ok else 0.0
         if use_net:
             sort_columns(vb, wb, m, network, carry)
+        # block-wise results: lanes[5] value, [4] weight sum, [3] / [2] rejected low /
+        # high, [1] kept, for the pixels marked done
         if fast_sigma:
-            full = True
+            sigma_first_pass(
+                vb, m, n_frames, sl, sh, lanes[0], lanes[1], lanes[2], lanes[3], lanes[4],
+                done, lanes[5],
+            )  # fmt: skip
             for k in range(m):
-                full = full and cnt[k] == n_frames
-            if full:
-                _sigma_first_pass(
-                    vb, m, n_frames, sl, sh, lanes[0], lanes[1], lanes[2], lanes[3],
-                    lanes[4], done, lanes[5],
-                )  # fmt: skip
+                done[k] = done[k] and cnt[k] == n_frames
+            if by_frame:  # nothing rejected: the weighted mean of all the values
+                for k in range(m):
+                    lanes[5, k] = fsum[k] / fw[k]
+                    lanes[4, k] = fw[k]
+            else:
+                for k in range(m):
+                    lanes[4, k] = w_common * cnt[k]
+            for k in range(m):
+                lanes[3, k] = 0
+                lanes[2, k] = 0
+                lanes[1, k] = cnt[k]
+        if fast_esd:
+            esd_block(vb, cnt, m, n_frames, esd_lam, esd_frac, efl, eil, done)
+            klo = eil[1]
+            khi = eil[2]
+            if by_frame:
+                for k in range(m):
+                    a = klo[k]
+                    b = khi[k]
+                    lanes[5, k] = fsum[k] / fw[k]  # nothing rejected: all the values
+                    lanes[4, k] = fw[k]
+                    if not done[k] or (a == 0 and b == n_frames):
+                        continue
+                    # equal values on both sides of a bound: the per-pixel path decides
+                    # which of them are kept
+                    if (a > 0 and vb[a - 1, k] == vb[a, k]) or (
+                        b < n_frames and vb[b, k] == vb[b - 1, k]
+                    ):
+                        done[k] = False
+                        continue
+                    bounds[0, k] = vb[a, k]
+                    bounds[1, k] = vb[b - 1, k]
+                    pend[k] = True
+                    n_pend += 1
+            else:
+                rank_means(vb, m, klo, khi, w_common, lanes[5], lanes[4])
+            for k in range(m):
+                lanes[3, k] = klo[k]
+                lanes[2, k] = n_frames - khi[k]
+                lanes[1, k] = khi[k] - klo[k]
         if fast_wins:
             winsorized_block(
                 vb, cnt, m, n_frames, sl, sh, cutoff, ipar[IP_MAXITERS], ipar[IP_MIN_KEPT],
@@ -569,23 +621,14 @@ def combine_pixels(
         for k in range(m):
             o = out_start[g] + q0 + k
             n = cnt[k]
-            if done[k] and fast_wins:
-                # clipped by winsorized_block
+            if done[k]:
+                # settled block-wise
                 out_img[o] = lanes[5, k]
                 out_lo[o] = np.int64(lanes[3, k])
                 out_hi[o] = np.int64(lanes[2, k])
                 out_cnt[o] = np.int64(lanes[1, k])
                 if write_w:
                     out_w[o] = lanes[4, k]
-                continue
-            if done[k]:
-                # settled by the vectorised first pass (equal weights, nothing rejected)
-                out_img[o] = lanes[5, k]
-                out_lo[o] = 0
-                out_hi[o] = 0
-                out_cnt[o] = n
-                if write_w:
-                    out_w[o] = w_common * n
                 continue
             if n == 0:
                 out_img[o] = np.nan
@@ -599,7 +642,7 @@ def combine_pixels(
                 # sorted: the n values with data come first
                 for i in range(n):
                     v[i] = vb[i, k]
-                if use_pix:
+                if carry and use_pix:
                     for i in range(n):
                         w[i] = wb[i, k]
                 elif carry:
@@ -613,7 +656,7 @@ def combine_pixels(
                     x = vb[i, k]
                     if x < np.inf:
                         v[j] = x
-                        if use_pix:
+                        if carry and use_pix:
                             w[j] = wb[i, k]
                         elif carry:
                             w[j] = wframe[np.int64(wb[i, k])]
@@ -646,12 +689,44 @@ def combine_pixels(
             val, sw, n_rl, n_rh, kept = _reject_and_mean(
                 v, w, n, not carry, method, sl, sh, pl, ph, cutoff, esd_lam, esd_frac, ipar, scratch
             )
+            if by_frame and n_rl == 0 and n_rh == 0:
+                val = fsum[k] / fw[k]
+                sw = fw[k]
+            elif by_frame:
+                lo = n_rl
+                hi = n - n_rh
+                if (lo > 0 and v[lo - 1] == v[lo]) or (hi < n and v[hi] == v[hi - 1]):
+                    val, sw = frame_order_mean(
+                        stack, wframe, wpix, use_pix, g, q0 + k, v, n, lo, hi
+                    )
+                else:  # summed with the block's other pixels below
+                    bounds[0, k] = v[lo]
+                    bounds[1, k] = v[hi - 1]
+                    pend[k] = True
+                    n_pend += 1
             out_img[o] = val
             out_lo[o] = n_rl
             out_hi[o] = n_rh
             out_cnt[o] = kept
             if write_w:
                 out_w[o] = sw
+        if n_pend > 0:
+            # the kept values of every pixel that rejected some, frame by frame at once
+            # (contiguous reads of the unsorted stack rather than one pixel at a time)
+            for k in range(m):
+                if not pend[k]:
+                    bounds[0, k] = np.inf  # no value: the result is not used
+                    bounds[1, k] = -np.inf
+            frame_means(
+                stack, g, q0, m, wframe, wpix, use_pix, bounds[0], bounds[1], lanes[5],
+                lanes[4],
+            )  # fmt: skip
+            for k in range(m):
+                if pend[k]:
+                    o = out_start[g] + q0 + k
+                    out_img[o] = lanes[5, k]
+                    if write_w:
+                        out_w[o] = lanes[4, k]
 
 
 # -- input plumbing for combine_pixels (used by astrostack.combine.kernels) ----------

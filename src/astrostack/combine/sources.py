@@ -17,12 +17,14 @@ worker processes, which open them again.
 * :class:`ArraySource` - an in-memory array.
 * :class:`GridSurface` - a smooth per-pixel surface (bilinear interpolation of a
   coarse grid) evaluated band by band; the engine adds it as a per-pixel offset
-  (local normalisation).
+  (local normalisation) with :func:`transform_band`, which applies a frame's whole
+  transform ``value * scale + offset + surface`` to a band in one compiled pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from numba import njit
 
 __all__ = [
     "ArraySource",
@@ -40,6 +43,7 @@ __all__ = [
     "GridSurface",
     "NpySource",
     "open_source",
+    "transform_band",
 ]
 
 logger = logging.getLogger(__name__)
@@ -403,6 +407,42 @@ def open_source(path: str | Path) -> FrameSource:
     return ArraySource(frame.data, path=path)
 
 
+def _interp_weights(coords: np.ndarray, n: int, size: int, tile: int):
+    """Bilinear weights along one axis: ``(i0, i1, t)`` with value ``g[i0] (1-t) + g[i1] t``.
+
+    Tile ``i`` is centred at ``i * tile + (tile - 1) / 2`` (the middle of the part
+    inside the image for the last tile); beyond the outermost centres the line through
+    the last two continues (linear extrapolation).
+    """
+    if n == 1:
+        zeros = np.zeros(coords.size, dtype=np.intp)
+        return zeros, zeros, np.zeros(coords.size)
+    starts = np.arange(n) * tile
+    centres = (starts + np.minimum(starts + tile, size) - 1) / 2.0
+    pos = np.interp(coords, centres, np.arange(n, dtype=np.float64))
+    # linear extrapolation beyond the outermost centres (gradients continue)
+    lo, hi = coords < centres[0], coords > centres[-1]
+    pos[lo] = (coords[lo] - centres[0]) / (centres[1] - centres[0])
+    pos[hi] = n - 1 + (coords[hi] - centres[-1]) / (centres[-1] - centres[-2])
+    i0 = np.clip(np.floor(pos).astype(np.intp), 0, n - 2)
+    return i0, i0 + 1, pos - i0
+
+
+@functools.lru_cache(maxsize=8)
+def _axis_table(tile: int, n: int, size: int):
+    """``(i0, i1, t, 1 - t, segments)`` for every pixel of an axis, read-only.
+
+    ``segments`` are the boundaries of the runs of pixels between the same two tile
+    centres (``i0`` constant).  The same for every surface of a stack: computed once.
+    """
+    i0, i1, t = _interp_weights(np.arange(size, dtype=np.float64), n, size, tile)
+    segments = np.concatenate(([0], np.flatnonzero(np.diff(i0)) + 1, [size]))
+    table = (i0.astype(np.int64), i1.astype(np.int64), t, 1.0 - t, segments.astype(np.int64))
+    for arr in table:
+        arr.setflags(write=False)
+    return table
+
+
 @dataclass(frozen=True)
 class GridSurface:
     """A smooth surface: bilinear interpolation of values on a coarse grid of tile centres.
@@ -424,23 +464,8 @@ class GridSurface:
     tile: int
     shape: tuple[int, int]
 
-    def _centres(self, n: int, size: int) -> np.ndarray:
-        starts = np.arange(n) * self.tile
-        ends = np.minimum(starts + self.tile, size)
-        return (starts + ends - 1) / 2.0
-
     def _weights(self, coords: np.ndarray, n: int, size: int):
-        if n == 1:
-            zeros = np.zeros(coords.size, dtype=np.intp)
-            return zeros, zeros, np.zeros(coords.size)
-        centres = self._centres(n, size)
-        pos = np.interp(coords, centres, np.arange(n, dtype=np.float64))
-        # linear extrapolation beyond the outermost centres (gradients continue)
-        lo, hi = coords < centres[0], coords > centres[-1]
-        pos[lo] = (coords[lo] - centres[0]) / (centres[1] - centres[0])
-        pos[hi] = n - 1 + (coords[hi] - centres[-1]) / (centres[-1] - centres[-2])
-        i0 = np.clip(np.floor(pos).astype(np.intp), 0, n - 2)
-        return i0, i0 + 1, pos - i0
+        return _interp_weights(coords, n, size, self.tile)
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """The surface on rows ``y0:y1``: float32 ``[rows, W]`` or ``[C, rows, W]``."""
@@ -456,3 +481,90 @@ class GridSurface:
         surf = along_y[:, :, i0] * (1.0 - tx) + along_y[:, :, i1] * tx
         surf = surf.astype(np.float32)
         return surf[0] if grid.ndim == 2 else surf
+
+
+@njit(cache=True, nogil=True, fastmath=False)
+def _transform_kernel(planes, y0, scale, offset, grid, ytab, xtab):  # pragma: no cover
+    """``planes[c] = planes[c] * scale[c] + offset[c] (+ surface)``, float32, in place.
+
+    Each step rounds to float32 as the numpy operations ``*=``, ``+=`` would; the
+    surface (when ``grid`` has planes) is evaluated in float64 as
+    :meth:`GridSurface.rows` evaluates it and rounded to float32 before it is added.
+    ``ytab`` / ``xtab`` are :func:`_axis_table` tuples of the two axes.
+    """
+    j0, j1, ty, omty, _ = ytab
+    i0, i1, tx, omtx, xseg = xtab
+    n_c, rows, width = planes.shape
+    surf = grid.shape[0] > 0
+    along = np.empty(grid.shape[2], dtype=np.float64)
+    for c in range(n_c):
+        sc = scale[c]
+        of = offset[c]
+        for r in range(rows):
+            row = planes[c, r]
+            if sc != 1:
+                for x in range(width):
+                    row[x] = row[x] * sc
+            if of != 0:
+                for x in range(width):
+                    row[x] = row[x] + of
+            if not surf:
+                continue
+            y = y0 + r
+            a = j0[y]
+            b = j1[y]
+            t = ty[y]
+            ot = omty[y]
+            for i in range(along.shape[0]):
+                along[i] = grid[c, a, i] * ot + grid[c, b, i] * t
+            # runs of pixels between the same two centres: no gather in the inner loop
+            # (slices, whose indices from 0 the compiler vectorises)
+            for s in range(xseg.shape[0] - 1):
+                xa = xseg[s]
+                xb = xseg[s + 1]
+                g0 = along[i0[xa]]
+                g1 = along[i1[xa]]
+                run = row[xa:xb]
+                w0 = omtx[xa:xb]
+                w1 = tx[xa:xb]
+                for x in range(run.shape[0]):
+                    run[x] = run[x] + np.float32(g0 * w0[x] + g1 * w1[x])
+
+
+_NO_GRID = np.zeros((0, 1, 1), dtype=np.float64)
+
+
+def transform_band(
+    planes: np.ndarray,
+    y0: int,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    surface: GridSurface | None = None,
+) -> None:
+    """Apply a frame's transform to its band ``planes`` (float32 ``[C, rows, W]``) in place.
+
+    ``value * scale[c] + offset[c]`` (each step rounded to float32), then plus the
+    ``surface`` on rows ``y0 : y0 + rows`` when given: the same values as
+    ``planes *= scale; planes += offset; planes += surface.rows(y0, y1)``, bit for bit,
+    in one compiled pass (no float64 temporaries, interpolation tables built once per
+    image geometry).
+    """
+    scale = np.asarray(scale, dtype=np.float32).reshape(-1)
+    offset = np.asarray(offset, dtype=np.float32).reshape(-1)
+    rows, width = planes.shape[-2:]
+    if surface is None:
+        grid = _NO_GRID
+        ytab = xtab = _axis_table(1, 1, 1)
+    else:
+        height = surface.shape[0]
+        if tuple(surface.shape) != (height, width) or y0 + rows > height:
+            msg = f"surface of shape {surface.shape} does not cover rows {y0}:{y0 + rows}"
+            raise ValueError(msg)
+        grid = np.asarray(surface.grid, dtype=np.float64)
+        grid = np.ascontiguousarray(grid[None] if grid.ndim == 2 else grid)
+        if grid.shape[0] != planes.shape[0]:
+            msg = f"surface has {grid.shape[0]} planes for a band of {planes.shape[0]}"
+            raise ValueError(msg)
+        ytab = _axis_table(surface.tile, grid.shape[1], height)
+        xtab = _axis_table(surface.tile, grid.shape[2], width)
+    _transform_kernel(planes, int(y0), scale, offset, grid, ytab, xtab)

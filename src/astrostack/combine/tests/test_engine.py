@@ -17,6 +17,7 @@ from astrostack.combine.sources import (
     GridSurface,
     NpySource,
     open_source,
+    transform_band,
 )
 
 FIELDS = ("image", "rejected_low", "rejected_high", "count", "weight")
@@ -184,6 +185,44 @@ def test_offset_surface_and_progress():
     stack[0] += full
     np.testing.assert_array_equal(got.image, kernels.combine(stack, "mean").image)
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile", "channels"),
+    [((48, 64), 24, 1), ((1000, 777), 128, 1), ((90, 130), 40, 3), ((30, 40), 64, 1)],
+)
+def test_transform_band_equals_numpy_transform_bit_for_bit(shape, tile, channels):
+    # value * scale + offset + surface, as numpy computes it (GridSurface.rows in float64,
+    # rounded to float32, added): the compiled pass gives the same float32 values
+    rng = np.random.default_rng(tile)
+    ny, nx = -(-shape[0] // tile), -(-shape[1] // tile)  # one tile: constant surface
+    grid = rng.normal(0.0, 30.0, (channels, ny, nx))
+    surf = GridSurface(grid[0] if channels == 1 else grid, tile=tile, shape=shape)
+    scale = rng.uniform(0.5, 2.0, channels)
+    offset = rng.normal(0.0, 50.0, channels)
+    scale[0], offset[-1] = 1.0, 0.0  # the steps numpy would skip
+    for y0, y1 in ((0, shape[0]), (7, 19), (shape[0] - 5, shape[0])):
+        band = rng.normal(1000.0, 20.0, (channels, y1 - y0, shape[1])).astype(np.float32)
+        band[:, 0, :3] = np.nan
+        for with_surface in (True, False):
+            want = band.copy()
+            for c in range(channels):
+                if scale[c] != 1:
+                    want[c] *= np.float32(scale[c])
+                if offset[c] != 0:
+                    want[c] += np.float32(offset[c])
+            if with_surface:
+                extra = surf.rows(y0, y1)
+                want += extra[None] if extra.ndim == 2 else extra
+            got = band.copy()
+            transform_band(got, y0, scale, offset, surf if with_surface else None)
+            assert got.tobytes() == want.tobytes(), (y0, with_surface)
+            assert not with_surface or np.nanmax(np.abs(got - band * scale[:, None, None])) > 1
+    with pytest.raises(ValueError, match="does not cover"):
+        transform_band(band, shape[0] - 2, scale, offset, surf)
+    wrong = band[:1] if channels > 1 else np.stack([band[0]] * 2)
+    with pytest.raises(ValueError, match="planes"):
+        transform_band(wrong, y0, scale, offset, surf)
 
 
 def test_memory_plan():
