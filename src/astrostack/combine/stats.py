@@ -532,13 +532,15 @@ def esd_critical_values(n_frames: int, significance: float) -> np.ndarray:
     numpy.ndarray
         float64 ``[n_frames + 1]``; ``lambda[m]`` for ``m >= 3``, ``inf`` below (no test).
     """
-    from scipy.stats import t as student_t
+    # scipy.special, not scipy.stats: the same quantile (t.ppf calls stdtrit) without
+    # importing scipy.stats (~0.3 s and ~45 MB resident)
+    from scipy.special import stdtrit
 
     table = np.full(n_frames + 1, np.inf, dtype=np.float64)
     if n_frames < 3:
         return table
     m = np.arange(3, n_frames + 1, dtype=np.float64)
-    tq = student_t.ppf(1.0 - significance / (2.0 * m), m - 2.0)
+    tq = stdtrit(m - 2.0, 1.0 - significance / (2.0 * m))
     table[3:] = (m - 1.0) * tq / np.sqrt((m - 2.0 + tq * tq) * m)
     return table
 
