@@ -65,7 +65,7 @@ import cv2
 import numpy as np
 
 from ..combine.sources import FrameSource, GridSurface
-from .tilestats import binned_deviations, tile_row_stats
+from .tilestats import binned_deviations, exact_median, tile_row_stats
 
 __all__ = [
     "NORMALIZATIONS",
@@ -158,7 +158,7 @@ def _clipped_std(dev: np.ndarray, kappa: float = 3.0, iters: int = 5) -> float:
         return float("nan")
     kept = dev
     for _ in range(iters):
-        med = np.median(kept)
+        med = exact_median(kept, False)
         sig = float(np.std(kept))
         new = dev[np.abs(dev - med) <= kappa * sig]
         if new.size == kept.size or new.size < 16:
@@ -280,8 +280,8 @@ def measure_frame(
         if sample.size < 16:
             msg = f"{source.path}: no finite pixels; the frame is empty or failed registration"
             raise ValueError(msg)
-        location[c] = np.median(sample)
-        dispersion[c] = _MAD * np.median(np.abs(sample - location[c]))
+        location[c] = exact_median(sample, True)
+        dispersion[c] = _MAD * exact_median(np.abs(sample - location[c]), False)
         full = tcount[c] >= 0.9 * tile * tile
         sig = tsig[c][full & np.isfinite(tsig[c])]
         noise[c] = np.median(sig) if sig.size else dispersion[c]

@@ -10,6 +10,7 @@
 - :func:`tile_row_stats` - per tile of a row of tiles: clipped median and sigma, finite
   pixel count and the flux above a quadratic background (see its docstring).
 - :func:`binned_deviations` - block means minus their tile's median (block-scale noise).
+- :func:`exact_median` - ``np.median``, bit for bit, by radix selection.
 
 The kernels are serial: the stack measures two frames at a time, each on one core,
 which nests no parallel region inside another (that oversubscribed the cores).
@@ -25,6 +26,7 @@ from ..combine.stats import first_ge
 __all__ = [
     "binned_deviations",
     "clipped_stats",
+    "exact_median",
     "kth_deviation",
     "radix_sort",
     "tile_row_stats",
@@ -346,8 +348,88 @@ def binned_deviations(  # pragma: no cover - compiled
                     vals[k] = m
                     k += 1
         if k >= 16:
-            med = np.median(vals[:k])
+            med = exact_median(vals[:k], False)
             for j in range(k):
                 out[n] = b * (vals[j] - med)
                 n += 1
     return n
+
+
+@njit(cache=True, nogil=True)
+def _nth_key(keys: np.ndarray, n: int, k: int, work: np.ndarray) -> np.uint64:  # pragma: no cover
+    """The k-th smallest (0-based) of ``keys[:n]`` (radix select; *keys* left unchanged).
+
+    Digits of 11 bits from the highest bit in which the keys differ; the candidates
+    sharing the digit of the k-th are compacted into *work* (``n`` values) each pass.
+    """
+    lo = keys[0]
+    hi = keys[0]
+    for j in range(n):
+        lo = min(lo, keys[j])
+        hi = max(hi, keys[j])
+    diff = lo ^ hi
+    top = 0
+    while diff >> np.uint64(top) > 1:
+        top += 1
+    shift = max(top - 10, 0)
+    hist = np.zeros(2048, dtype=np.int64)
+    src = keys
+    m = n
+    while m > 1:
+        hist[:] = 0
+        for j in range(m):
+            hist[(src[j] >> np.uint64(shift)) & np.uint64(0x7FF)] += 1
+        digit = 0
+        below = 0
+        while below + hist[digit] <= k:
+            below += hist[digit]
+            digit += 1
+        k -= below
+        if hist[digit] != m:
+            c = 0
+            for j in range(m):
+                v = src[j]
+                if (v >> np.uint64(shift)) & np.uint64(0x7FF) == digit:
+                    work[c] = v
+                    c += 1
+            src = work
+            m = c
+        if shift == 0:
+            break
+        shift = max(shift - 11, 0)
+    return src[0]
+
+
+@njit(cache=True, nogil=True)
+def exact_median(vals: np.ndarray, single: bool) -> float:  # pragma: no cover - compiled
+    """``np.median`` of the non-empty, NaN-free *vals*, exactly as numpy computes it.
+
+    Radix selection on the order-preserving bit patterns of the values (as float64),
+    several times faster than a partition.  For an even count numpy averages the two
+    middle values in the array's precision: in float32 when *single* (float32 data).
+    """
+    n = vals.size
+    keys = np.empty(n, dtype=np.float64)
+    for j in range(n):
+        keys[j] = vals[j]
+    bits = keys.view(np.uint64)
+    sign = np.uint64(1) << np.uint64(63)
+    for j in range(n):
+        b = bits[j]
+        bits[j] = ~b if b & sign else b | sign
+    work = np.empty(n, dtype=np.uint64)
+    half = n >> 1
+    out = np.empty(2, dtype=np.uint64)
+    out[0] = _nth_key(bits, n, half, work)
+    if n % 2 == 0:
+        out[1] = _nth_key(bits, n, half - 1, work)
+    for j in range(2 - n % 2):
+        b = out[j]
+        out[j] = b & ~sign if b & sign else ~b
+    mid = out.view(np.float64)
+    if n % 2:
+        return mid[0]
+    if single:
+        # numpy's mean of two float32 values: a float32 sum, then halved
+        return np.float64(np.float32(np.float32(mid[1]) + np.float32(mid[0])) / np.float32(2.0))
+    return (mid[1] + mid[0]) / 2
