@@ -65,7 +65,19 @@ import cv2
 import numpy as np
 
 from ..combine.sources import FrameSource, GridSurface
-from .tilestats import binned_deviations, tile_row_stats
+from .bandsums import (
+    N_SUMS,
+    accumulate_rows,
+    exact_order,
+    fill_level,
+    fill_rows,
+    finish_band,
+    full_tile_moments,
+    sample_size,
+    scan_band,
+    tile_row_flux,
+)
+from .tilestats import exact_median, tile_row_clip
 
 __all__ = [
     "NORMALIZATIONS",
@@ -158,7 +170,7 @@ def _clipped_std(dev: np.ndarray, kappa: float = 3.0, iters: int = 5) -> float:
         return float("nan")
     kept = dev
     for _ in range(iters):
-        med = np.median(kept)
+        med = exact_median(kept, False)
         sig = float(np.std(kept))
         new = dev[np.abs(dev - med) <= kappa * sig]
         if new.size == kept.size or new.size < 16:
@@ -220,56 +232,105 @@ def measure_frame(
     new_mask = np.zeros((height, width), dtype=np.uint8) if make_mask else None
     use_fit = make_mask or star_mask is not None
     kernel = np.ones((5, 5), np.uint8)
+    # band buffers, reused: per channel the band, the tiles' samples (one row each,
+    # sorted by numpy along rows), non-finite pixels and level sample
+    buffer = np.empty((channels, tile, width), dtype=np.float32)
+    picks = np.empty((channels, nx, sample_size(tile, tile, tile_step)), dtype=np.float32)
+    nsamp = np.empty((channels, nx), dtype=np.int64)
+    bad = np.empty((channels, nx), dtype=np.int64)
+    sub = np.empty(((tile + 3) // 4) * ((width + 3) // 4), dtype=np.float32)
+    info = np.empty((channels, 4), dtype=np.int64)
+    fills = np.zeros(channels, dtype=np.float32)
+    # the second look goes through a band a few rows at a time, so that the rows, their
+    # filled copy and 3x3 median stay in the core's cache (the reference keeps the
+    # whole band's median: its star mask is dilated across rows)
+    chunk = max(noise_block, (1 << 18) // (4 * width))
+    keep = tile if make_mask else chunk + 2
+    smooth = np.empty((channels if make_mask else 1, keep, width), dtype=np.float32)
+    filled = np.empty((keep, width), dtype=np.float32)
+    sums = np.empty((nx, N_SUMS))
+    nfin = np.empty(nx, dtype=np.int64)
+    nblocks = width // noise_block
+    acc = np.empty(nblocks)
+    flag = np.empty(nblocks, dtype=np.uint8)
+    near = np.empty((tile, nblocks), dtype=np.uint8)
+    means = np.empty((tile // noise_block, nblocks))
+    full_sums: dict[int, np.ndarray] = {}
     with source:
         for j in range(ny):
             y0, y1 = j * tile, min((j + 1) * tile, height)
-            band = source.read_rows(y0, y1)
+            rows = y1 - y0
+            out = buffer[:, :rows] if len(shape) == 3 else buffer[0, :rows]
+            band = source.read_rows(y0, y1, out)
             planes = band[None] if band.ndim == 2 else band
             first = (-y0) % stride
-            smooths = []
-            for c in range(channels):
-                plane = planes[c]
-                finite = np.isfinite(plane)
-                if finite.all():
-                    smooths.append(cv2.medianBlur(plane, 3))
-                    continue
-                # no-data pixels are filled with the band's level (the median of a 1/16
-                # subsample) so that the 3x3 median next to the footprint edge ignores them
-                sub = plane[::4, ::4]
-                sub = sub[np.isfinite(sub)]
-                sub = sub if sub.size else plane[finite]
-                fill = np.float32(np.median(sub)) if sub.size else np.float32(0)
-                smooths.append(cv2.medianBlur(np.where(finite, plane, fill), 3))
-            if new_mask is not None:
-                band_mask = new_mask[y0:y1]
-                empty = np.zeros((y1 - y0, width), dtype=np.uint8)
-                for c in range(channels):
-                    tile_row_stats(
-                        planes[c], smooths[c], empty, False, tile, tile_step,
-                        grid[c, j], tsig[c, j], tflux[c, j], tcount[c, j],
-                    )  # fmt: skip
-                    level = np.repeat(grid[c, j] + 3 * tsig[c, j], tile)[:width]
-                    band_mask |= (smooths[c] > level[None, :]).astype(np.uint8)
-                band_mask[...] = cv2.dilate(band_mask, kernel)
-            else:
-                band_mask = (
-                    star_mask[y0:y1]
-                    if star_mask is not None
-                    else np.zeros((y1 - y0, width), dtype=np.uint8)
+            if rows not in full_sums:
+                last = width - (nx - 1) * tile
+                full_sums[rows] = np.stack(
+                    [full_tile_moments(rows, w, tile) for w in (min(tile, width), last)]
                 )
             for c in range(channels):
-                tile_row_stats(
-                    planes[c], smooths[c], np.ascontiguousarray(band_mask), use_fit, tile,
-                    tile_step,
-                    grid[c, j], tsig[c, j], tflux[c, j], tcount[c, j],
-                )  # fmt: skip
+                scan_band(planes[c], tile, tile_step, bad[c], picks[c], nsamp[c], sub, info[c])
+                picks[c].sort(axis=1)
+                tile_row_clip(picks[c], nsamp[c], grid[c, j], tsig[c, j])
+                # no-data pixels take the band's level for the 3x3 median, so that next
+                # to the footprint edge it ignores them
+                if info[c, 0]:
+                    fills[c] = fill_level(planes[c], sub, info[c, 1])
+            if new_mask is not None:
+                # the reference builds the star mask from its tile levels
+                band_mask = new_mask[y0:y1]
+                for c in range(channels):
+                    src = planes[c]
+                    if info[c, 0]:
+                        fill_rows(src, fills[c], filled[:rows])
+                        src = filled[:rows]
+                    cv2.medianBlur(src, 3, smooth[c, :rows])
+                    level = np.repeat(grid[c, j] + 3 * tsig[c, j], tile)[:width]
+                    band_mask |= (smooth[c, :rows] > level[None, :]).astype(np.uint8)
+                band_mask[...] = cv2.dilate(band_mask, kernel)
+            elif star_mask is not None:
+                band_mask = np.ascontiguousarray(star_mask[y0:y1])
+            else:
+                band_mask = np.zeros((rows, width), dtype=np.uint8)
+            for c in range(channels):
+                plane = planes[c]
+                gaps = bool(info[c, 0])
+                low, high = int(info[c, 2]), int(info[c, 3])
+                if gaps and fills[c] != 0:
+                    fill_bits = int(np.abs(fills[c : c + 1]).view(np.uint32)[0])
+                    low, high = min(low, fill_bits), max(high, fill_bits)
+                exact = exact_order(low, high, tile * tile)
+                level = grid[c, j] + 3 * tsig[c, j]
+                sums[:] = 0.0
+                nfin[:] = 0
+                acc[:] = 0.0
+                flag[:] = 0
+                for r0 in range(0, rows, chunk):
+                    r1 = min(rows, r0 + chunk)
+                    if new_mask is not None:
+                        sm = smooth[c, r0:r1]
+                    else:
+                        # the 3x3 median of rows r0:r1 needs the rows either side
+                        h0, h1 = max(0, r0 - 1), min(rows, r1 + 1)
+                        src = plane[h0:h1]
+                        if gaps:
+                            fill_rows(src, fills[c], filled[: h1 - h0])
+                            src = filled[: h1 - h0]
+                        sm = cv2.medianBlur(src, 3, smooth[0, : h1 - h0])[r0 - h0 : r1 - h0]
+                    accumulate_rows(
+                        plane, sm, band_mask, r0, bad[c], level, tile, tile_step, use_fit,
+                        exact, noise_block, 2, sums, nfin, acc, flag, near, means,
+                    )  # fmt: skip
                 # the noise leaves out the given star mask and this frame's own stars
-                level = np.repeat(grid[c, j] + 3 * tsig[c, j], tile)[:width]
-                own = cv2.dilate((smooths[c] > level[None, :]).astype(np.uint8), kernel)
-                np.bitwise_or(own, band_mask, out=own)
-                dev = np.empty((y1 - y0) * width // noise_block**2)
-                devs[c].append(dev[: binned_deviations(planes[c], own, tile, noise_block, dev)])
-                sample = planes[c][first::stride, ::stride].ravel()
+                dev = np.empty(rows * width // noise_block**2)
+                ndev = finish_band(
+                    plane, bad[c], tile, full_sums[rows], noise_block, 2, sums, nfin,
+                    near[:rows], means[: rows // noise_block], dev,
+                )  # fmt: skip
+                tile_row_flux(sums, nsamp[c], grid[c, j], use_fit, tflux[c, j], tcount[c, j])
+                devs[c].append(dev[:ndev])
+                sample = plane[first::stride, ::stride].ravel()
                 subs[c].append(sample[np.isfinite(sample)])
     location = np.empty(channels)
     dispersion = np.empty(channels)
@@ -280,8 +341,8 @@ def measure_frame(
         if sample.size < 16:
             msg = f"{source.path}: no finite pixels; the frame is empty or failed registration"
             raise ValueError(msg)
-        location[c] = np.median(sample)
-        dispersion[c] = _MAD * np.median(np.abs(sample - location[c]))
+        location[c] = exact_median(sample, True)
+        dispersion[c] = _MAD * exact_median(np.abs(sample - location[c]), False)
         full = tcount[c] >= 0.9 * tile * tile
         sig = tsig[c][full & np.isfinite(tsig[c])]
         noise[c] = np.median(sig) if sig.size else dispersion[c]
