@@ -246,11 +246,6 @@ def calibrate_frame(
         light.nonfinite = int(entry.meta.get("nonfinite", 0))
         return True
     frame = read_frame(light.path)
-    finite = np.isfinite(frame.data)
-    light.nonfinite = int(finite.size - np.count_nonzero(finite))
-    if light.nonfinite:  # NaN and +-inf are no data, never signal (an inf is not a star)
-        frame.data = np.where(finite, frame.data, np.float32(np.nan))
-    del finite
     bias: Master | np.ndarray | None = masters.get("bias")
     if bias is None and light.plan.light_offset == "black_level" and light.plan.constant_offset:
         bias = black_level_frame(frame.meta, frame.data.shape, light.plan.constant_offset)
@@ -279,9 +274,11 @@ def calibrate_frame(
         cfa=cfa,
         detect_hot=cfg.calibration.cosmetic,
         hot_sigma=cfg.calibration.isolated_sigma,
+        overwrite=True,  # the raw light is not needed again: no second full-frame array
     )
-    if not np.isfinite(out.data).all():  # e.g. a division by a zero flat: no data either
-        out.data = np.where(np.isfinite(out.data), out.data, np.float32(np.nan))
+    # NaN and +-inf light pixels are no data, never signal (an inf is not a star): the
+    # calibration pass made them, and any non-finite result, NaN and counted them
+    light.nonfinite = int(out.meta.header.get("ASNONFIN", 0))
     light.cal_path = save_npy(cache.path("calibrated", key), out.data)
     cache.commit(
         "calibrated", key, {"data": light.cal_path},
