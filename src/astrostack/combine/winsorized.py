@@ -364,7 +364,7 @@ def _pack_slots(wf, wi, p):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
-def _huber_lanes(vt, c1, c2, fst, ist, lanes, n_lanes, n_frames, far, counted, wf, wi):
+def _huber_lanes(vt, c1, c2, fst, ist, lanes, n_lanes, n_frames, far, counted, given, wf, wi):
     """:func:`_huber_winsorized` for the pixels ``lanes[:n_lanes]`` of a block at once.
 
     Per pixel ``k``: sorted values ``vt[k]``, running sums ``c1[:, k]``, ``c2[:, k]``,
@@ -372,8 +372,10 @@ def _huber_lanes(vt, c1, c2, fst, ist, lanes, n_lanes, n_frames, far, counted, w
     ``ist[:, k]`` (``lo``, ``hi``).  Starts from ``(loc, sigma)`` (the median and MAD
     sigma on the first pass, :func:`_block_start`).  ``far``: use the pixel's far bounds
     (else none); ``counted``: values outside ``lo:hi`` count as winsorized
-    (``n_below = lo``, ``n_above = n_frames - hi``).  ``loc`` and ``sigma`` are updated
-    in place.  Scratch: ``wf`` float64 ``[15, block]``, ``wi`` int64 ``[9, block]``.
+    (``n_below = lo``, ``n_above = n_frames - hi``); ``given``: the first clip indices
+    are in ``ist[4, k]``, ``ist[5, k]`` (the number of values below ``loc - 1.5 sigma``,
+    not above ``loc + 1.5 sigma``; no far bounds).  ``loc`` and ``sigma`` are updated in
+    place.  Scratch: ``wf`` float64 ``[15, block]``, ``wi`` int64 ``[9, block]``.
 
     Each step is taken for every pixel still iterating before the next step, with the
     per-pixel function's operations in the same order (so bit-identical), on slot
@@ -406,8 +408,12 @@ def _huber_lanes(vt, c1, c2, fst, ist, lanes, n_lanes, n_frames, far, counted, w
             b_c = hi
         n_below = lo if counted else 0
         n_above = n_frames - hi if counted else 0
-        a_t = first_ge(v, a_c, b_c, lc - _WINSOR_CLIP * sigma)
-        b_t = first_gt(v, a_t, b_c, lc + _WINSOR_CLIP * sigma)
+        if given:  # (values below t0 <= t1 are not above t1)
+            a_t = min(max(ist[4, k], a_c), b_c)
+            b_t = min(max(ist[5, k], a_t), b_c)
+        else:
+            a_t = first_ge(v, a_c, b_c, lc - _WINSOR_CLIP * sigma)
+            b_t = first_gt(v, a_t, b_c, lc + _WINSOR_CLIP * sigma)
         wi[_I_PIX, p] = k
         wi[_I_AC, p] = a_c
         wi[_I_BC, p] = b_c
@@ -498,6 +504,26 @@ def _huber_lanes(vt, c1, c2, fst, ist, lanes, n_lanes, n_frames, far, counted, w
 
 
 @njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+def _count_rows(vb, m, n, x0, x1, ca, cb):  # pragma: no cover - compiled
+    """``ca[k]`` = number of ``vb[:n, k] < x0[k]``, ``cb[k]`` = of ``<= x1[k]``.
+
+    On sorted columns these are the first index with a value ``>= x0`` and the first
+    with one ``> x1`` (what :func:`~.stats.first_ge` / ``count_below`` ... find by
+    walking or bisection, branch by branch), here counted row by row, vectorised across
+    the pixels.
+    """
+    for k in range(m):
+        ca[k] = 0
+        cb[k] = 0
+    for i in range(n):
+        row = vb[i]
+        for k in range(m):
+            x = np.float64(row[k])
+            ca[k] += np.int64(x < x0[k])
+            cb[k] += np.int64(x <= x1[k])
+
+
+@njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
 def _block_start(vb, m, n, c1, c2, med, loc, sig, smad, dev):  # pragma: no cover - compiled
     """Median, MAD sigma and starting ``(loc, sigma)`` of every sorted column of ``vb[:n, :m]``.
 
@@ -580,7 +606,10 @@ def winsorized_block(
     wf = np.empty((_N_WF, nb), dtype=np.float64)
     wi = np.empty((_N_WI, nb), dtype=np.int64)
     med = np.empty(nb, dtype=np.float64)
-    dev = np.empty((n, nb), dtype=np.float64)
+    dev = np.empty((max(n, 2), nb), dtype=np.float64)
+    x0 = dev[0]  # (thresholds of the row-wise counts, once dev is free)
+    x1 = dev[1]
+    flag = lists[1]
     _block_cumsums(vb, vt, m, n, c1, c2, ref)
     # the first pass starts from the median and MAD
     _block_start(vb, m, n, c1, c2, med, loc, sig, smad, dev)
@@ -604,7 +633,13 @@ def winsorized_block(
         n_act = kept
         if n_act == 0:
             break
-        _huber_lanes(vt, c1, c2, fst, ist, lanes, n_act, n, False, True, wf, wi)
+        if it == 0:
+            # every pixel's first clip indices, counted (lo = 0, hi = n)
+            for k in range(m):
+                x0[k] = loc[k] - _WINSOR_CLIP * sig[k]
+                x1[k] = loc[k] + _WINSOR_CLIP * sig[k]
+            _count_rows(vb, m, n, x0, x1, ist[4], ist[5])
+        _huber_lanes(vt, c1, c2, fst, ist, lanes, n_act, n, False, True, it == 0, wf, wi)
         kept = 0
         for t in range(n_act):
             k = lanes[t]
@@ -614,29 +649,37 @@ def winsorized_block(
         n_act = kept
         if it == 0 and cutoff > 0.0:
             # values beyond the cutoff: refine with them replaced by the location
-            n_far = 0
-            for t in range(n_act):
-                k = lanes[t]
-                v = vt[k]
-                lo = lo_[k]
-                hi = hi_[k]
+            # (tested for every pixel at once, lo = 0 and hi = n)
+            first = vb[0]
+            last = vb[n - 1]
+            for k in range(m):
                 s_cut = min(sig[k], _CUTOFF_MAD_CAP * smad[k])
                 f0 = med[k] - cutoff * s_cut
                 f1 = med[k] + cutoff * s_cut
-                if s_cut > 0.0 and (v[lo] < f0 or v[hi - 1] > f1):
-                    fst[4, k] = f0
-                    fst[5, k] = f1
+                fst[4, k] = f0
+                fst[5, k] = f1
+                flag[k] = (s_cut > 0.0) & ((first[k] < f0) | (last[k] > f1))
+            n_far = 0
+            for t in range(n_act):
+                k = lanes[t]
+                if flag[k]:
                     fst[6, k] = loc[k]
                     fst[7, k] = sig[k]
                     far[n_far] = k
                     n_far += 1
             if n_far > 0:
-                _huber_lanes(vt, c1, c2, fst, ist, far, n_far, n, True, False, wf, wi)
+                _huber_lanes(vt, c1, c2, fst, ist, far, n_far, n, True, False, False, wf, wi)
                 for t in range(n_far):
                     k = far[t]
                     if not sig[k] > 0.0:  # keep the plain estimate
                         loc[k] = fst[6, k]
                         sig[k] = fst[7, k]
+        if it == 0:
+            # every pixel's rejections, counted (lo = 0, hi = n)
+            for k in range(m):
+                x0[k] = loc[k] - sl * sig[k]
+                x1[k] = loc[k] + sh * sig[k]
+            _count_rows(vb, m, n, x0, x1, ist[2], ist[3])
         kept = 0
         for t in range(n_act):
             k = lanes[t]
@@ -645,8 +688,12 @@ def winsorized_block(
             hi = hi_[k]
             lc = loc[k]
             sigma = sig[k]
-            nl = count_below(v, lo, hi, lc - sl * sigma)
-            nh = count_above(v, lo + nl, hi, lc + sh * sigma)
+            if it == 0:  # count_below, count_above(v, nl, n, ...) on the sorted v
+                nl = ist[2, k]
+                nh = min(n - ist[3, k], n - nl)
+            else:
+                nl = count_below(v, lo, hi, lc - sl * sigma)
+                nh = count_above(v, lo + nl, hi, lc + sh * sigma)
             if nl == 0 and nh == 0:
                 continue
             nl, nh, trimmed = _limit_ends(v, lo, hi, nl, nh, lc, sl * sigma, sh * sigma, min_kept)
