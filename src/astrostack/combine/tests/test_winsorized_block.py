@@ -179,3 +179,35 @@ def test_sorted_mad_bisect_equals_merge_bit_for_bit():
         d = np.sort(np.abs(v[lo:hi].astype(np.float64) - med))  # and it is the MAD
         m = hi - lo
         assert got == 0.5 * (d[(m - 1) // 2] + d[m // 2])
+
+
+def test_block_start_median_and_mad_bit_for_bit():
+    # the block path's first-pass start (median, MAD by a bitonic merge of the
+    # deviations, sample-std fallback) against the per-pixel functions, every N
+    from astrostack.combine.winsorized import _block_cumsums, _block_start
+
+    rng = np.random.default_rng(6)
+    m, block = 90, 96
+    n_fallback = 0
+    for n in range(2, 70):
+        vb = rng.normal(0.0, 1.0, (n, m)) * 10.0 ** rng.integers(-2, 3, m)
+        vb[:, :30] = rng.integers(0, 4, (n, 30))  # heavy ties: MAD 0 on some columns
+        vb[:, 30] = 3.0  # all equal: sigma 0
+        vb = np.sort(vb.astype(np.float32), axis=0)
+        vt = np.empty((block, n), np.float32)
+        c1, c2 = np.empty((n + 1, block)), np.empty((n + 1, block))
+        ref, med, loc, sig, smad = (np.empty(block) for _ in range(5))
+        _block_cumsums(vb, vt, m, n, c1, c2, ref)
+        _block_start(vb, m, n, c1, c2, med, loc, sig, smad, np.empty((n, block)))
+        for k in range(m):
+            v = np.ascontiguousarray(vb[:, k])
+            want_med = sorted_median(v, 0, n)
+            want_mad = 1.482602218505602 * sorted_mad(v, 0, n, want_med)
+            assert med[k] == want_med and loc[k] == want_med, (n, k)
+            assert smad[k] == want_mad, (n, k)
+            if want_mad > 0:
+                assert sig[k] == want_mad, (n, k)
+            else:  # the sample std of the column
+                n_fallback += k != 30
+                assert sig[k] == pytest.approx(np.std(v.astype(np.float64), ddof=1), rel=1e-9)
+    assert n_fallback > 20  # the fallback was exercised (MAD 0, values not all equal)
