@@ -48,6 +48,10 @@ _PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 # sep's extraction pixel stack: sep allocates it on every call (~15 ms per million
 # entries), so extraction starts with sep's default and grows it only on overflow
 _PIXSTACK = 300_000
+# deblending levels: half sep's 32 (about 0.1 s CPU less per 24 MP frame); the lists
+# keep single, round stars, so finer splitting of blends buys nothing (the same quality
+# figures on the 24 MP session, star fluxes summed within 0.1 %)
+_DEBLEND_NTHRESH = 16
 
 
 @dataclass
@@ -328,7 +332,10 @@ def _extract(
     for _ in range(6):
         sep.set_extract_pixstack(pixstack)
         try:
-            return sep.extract(sub, thresh, err=rms, mask=mask, minarea=minarea, deblend_cont=0.005)
+            return sep.extract(
+                sub, thresh, err=rms, mask=mask, minarea=minarea,
+                deblend_nthresh=_DEBLEND_NTHRESH, deblend_cont=0.005,
+            )  # fmt: skip
         except Exception as exc:  # sep raises generic exceptions on buffer overflow
             if pixstack < big:
                 logger.debug("sep.extract overflowed its pixel stack (%s); growing it", exc)
