@@ -85,7 +85,8 @@ def _columns(src, col_start, col_step, lut, res_bits, tmp):  # pragma: no cover 
     """Pass 1: ``tmp[y, u]`` = source column ``u`` interpolated at row ``Q y + R + P u``.
 
     The source rows a run of columns reads change only every ``1 / |P|`` columns: they
-    are taken once per run, and Lanczos-3 (6 taps) is written out.
+    are taken once per run, and Lanczos-3 (6 taps) is written out.  Returns whether a
+    tap read a NaN (every tap weight times NaN is NaN, so a NaN result tells).
     """
     h, w = src.shape
     ho = tmp.shape[0]
@@ -94,6 +95,7 @@ def _columns(src, col_start, col_step, lut, res_bits, tmp):  # pragma: no cover 
     shift = 32 - res_bits
     rnd = np.int64(1) << (shift - 1)
     fmask = (np.int64(1) << 32) - 1
+    nan_rows = np.zeros(ho, dtype=np.bool_)
     for yo in prange(ho):
         trow = tmp[yo]
         yf = col_start[yo]
@@ -132,6 +134,11 @@ def _columns(src, col_start, col_step, lut, res_bits, tmp):  # pragma: no cover 
                     trow[k] = acc
                     yf += col_step
             u = end
+        for k in range(w):  # the row is still in cache
+            if trow[k] != trow[k]:
+                nan_rows[yo] = True
+                break
+    return nan_rows.any()
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
@@ -299,13 +306,17 @@ def warp_separable(
     clamp: bool,
     out: np.ndarray,
     tmp: np.ndarray | None = None,
-) -> np.ndarray:
-    """Resample the finite float32 *plane* into *out* by the two passes of *plan*.
+) -> tuple[np.ndarray, bool]:
+    """Resample the float32 *plane* into *out* by the two passes of *plan*.
+
+    The two passes take no NaN: when a tap of the first pass reads one, *out* is left
+    unfilled and the second return value is False (the caller then uses the 2-D kernel,
+    which renormalises around NaN).  A NaN no output reaches does not count.
 
     Parameters
     ----------
     plane : ndarray
-        float32 ``[h, w]`` source without NaN.
+        float32 ``[h, w]`` source.
     plan : tuple
         From :func:`separable_plan`.
     lut : ndarray
@@ -321,12 +332,17 @@ def warp_separable(
 
     Returns
     -------
-    ndarray
+    tmp : ndarray
         The scratch array (for reuse).
+    done : bool
+        False when the plane had to be left to the 2-D kernel (NaN read).
     """
     col_start, col_step, row_start, row_step = plan
     if tmp is None or tmp.shape != (out.shape[0], plane.shape[1]):
         tmp = np.empty((out.shape[0], plane.shape[1]), dtype=np.float32)
-    _columns(plane, col_start, col_step, lut, res_bits, tmp)
+    # the second pass reads the source only at the 2x2 pixels nearest each output,
+    # which the first pass's taps of those columns cover: its NaN test is enough
+    if _columns(plane, col_start, col_step, lut, res_bits, tmp):
+        return tmp, False
     _rows(plane, tmp, row_start, row_step, lut, res_bits, clamp, out)
-    return tmp
+    return tmp, True

@@ -384,11 +384,13 @@ def warp(
     tmp = None
     for c in range(nc):
         plane = src[c]
+        if two_pass is not None:  # it tells when a NaN makes it leave the plane
+            tmp, done = warp_separable(plane, two_pass, lut, _LUT_BITS, do_clamp, view[c], tmp)
+            if done:
+                continue
         # a float32 sum is NaN or inf when a pixel is: only then look for NaN
         has_nan = not np.isfinite(plane.sum(dtype=np.float32)) and bool(np.isnan(plane).any())
-        if two_pass is not None and not has_nan:
-            tmp = warp_separable(plane, two_pass, lut, _LUT_BITS, do_clamp, view[c], tmp)
-        elif plan is not None:
+        if plan is not None:
             _warp_affine(plane, plan[0], plan[1], lut, _LUT_BITS, do_clamp, has_nan, view[c])
         else:
             _warp_projective(plane, inv, lut, _LUT_RES, do_clamp, has_nan, view[c])

@@ -163,3 +163,19 @@ def test_two_pass_plan_only_for_small_shears_and_affine_maps():
         assert separable_plan(np.linalg.inv(bad), (50, 60), (50, 60)) is None
     proj = np.array([[1.0, 0, 2], [0, 1.0, 1], [1e-4, 0, 1]])
     assert separable_plan(np.linalg.inv(proj), (50, 60), (50, 60)) is None
+
+
+def test_two_pass_leaves_a_nan_plane_to_the_2d_kernel():
+    yy, xx = np.mgrid[0:80, 0:90].astype(np.float64)
+    plane = _smooth(xx, yy).astype(np.float32)
+    m = _rot(1.0, (2.5, 10.0))  # small shear: the two passes take it
+    clean = warp(plane, m, (80, 90))
+    assert not np.array_equal(clean, warp(plane, m, (80, 90), separable=False), equal_nan=True)
+    holed = plane.copy()
+    holed[40, 45] = np.nan  # read by the first pass: the 2-D kernel warps the plane
+    np.testing.assert_array_equal(
+        warp(holed, m, (80, 90)), warp(holed, m, (80, 90), separable=False)
+    )
+    unread = plane.copy()
+    unread[79, 45] = np.nan  # 10 rows below every output's taps: the two passes keep it
+    np.testing.assert_array_equal(warp(unread, m, (80, 90)), clean)
