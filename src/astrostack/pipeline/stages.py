@@ -459,16 +459,24 @@ def register_to_reference(
                "rms": 0.0, "method": "reference"}  # fmt: skip
     else:
         ref_obj = reference() if callable(reference) else reference
-        image, half = registration_image(load_npy(light.cal_path), light.meta.bayer)
-        res = register_frame(
-            image if light.stars is None else light.stars,
-            ref_obj,
-            frame_image=image,
-            model=cfg.registration.model,
-            max_stars=cfg.registration.max_stars,
-            threshold=cfg.registration.detect_sigma,
-            name=light.name,
-        )
+        data = load_npy(light.cal_path, mmap=True)  # the header now, pixels when needed
+        half = data.ndim == 2 and light.meta.bayer is not None
+        options = {
+            "model": cfg.registration.model,
+            "max_stars": cfg.registration.max_stars,
+            "threshold": cfg.registration.detect_sigma,
+            "name": light.name,
+        }
+        res = None
+        if light.stars is not None:
+            # the quality stage's stars; the image only serves the fallbacks (a looser
+            # detection, phase correlation), so it is read only when they are needed
+            res = register_frame(light.stars, ref_obj, **options)
+        if not res:
+            image = registration_image(np.array(data), light.meta.bayer)[0]
+            frame = image if light.stars is None else light.stars
+            res = register_frame(frame, ref_obj, frame_image=image, **options)
+        del data
         rec = res.to_dict()
         if res and half:
             rec["matrix_half"] = rec["matrix"]
