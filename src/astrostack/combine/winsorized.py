@@ -115,6 +115,24 @@ def _sorted_mad_bisect(v, lo, hi, med):  # pragma: no cover - compiled
     return 0.5 * (d_lo + d)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _clip_indices(v, a_c, b_c, a_t, b_t, t0, t1):  # pragma: no cover - compiled
+    """The clip indices of sorted ``v[a_c:b_c]`` for clip points ``t0``, ``t1``, walked
+    from the previous ones (they move little from one step to the next): ``v[a_t]`` is
+    the first value ``>= t0``, ``v[b_t]`` the first ``> t1``."""
+    while a_t > a_c and v[a_t - 1] >= t0:
+        a_t -= 1
+    while a_t < b_c and v[a_t] < t0:
+        a_t += 1
+    if b_t < a_t:
+        b_t = a_t
+    while b_t > a_t and v[b_t - 1] > t1:
+        b_t -= 1
+    while b_t < b_c and v[b_t] <= t1:
+        b_t += 1
+    return a_t, b_t
+
+
 @njit(cache=True, fastmath=False)
 def _huber_winsorized(v, lo, hi, c1, c2, ref, loc, sigma, far_lo, far_hi, n_below, n_above):
     """Huber location and scale of the sorted ``v[lo:hi]`` by iterated winsorization.
@@ -156,16 +174,7 @@ def _huber_winsorized(v, lo, hi, c1, c2, ref, loc, sigma, far_lo, far_hi, n_belo
         t1 = loc + _WINSOR_CLIP * sigma
         # the clip points move little from one step to the next: walk, don't bisect
         # v[a_c:a_t] < t0 -> t0; v[a_t:b_t] kept as they are; v[b_t:b_c] > t1 -> t1
-        while a_t > a_c and v[a_t - 1] >= t0:
-            a_t -= 1
-        while a_t < b_c and v[a_t] < t0:
-            a_t += 1
-        if b_t < a_t:
-            b_t = a_t
-        while b_t > a_t and v[b_t - 1] > t1:
-            b_t -= 1
-        while b_t < b_c and v[b_t] <= t1:
-            b_t += 1
+        a_t, b_t = _clip_indices(v, a_c, b_c, a_t, b_t, t0, t1)
         n_lo = a_t - a_c + n_below
         n_hi = b_c - b_t + n_above
         dl = loc - ref
@@ -333,16 +342,7 @@ def _walk_clip(vt, c1, c2, wf, wi, t):  # pragma: no cover - compiled
     b_t = wi[_I_BT, t]
     t0 = wf[_W_T0, t]
     t1 = wf[_W_T1, t]
-    while a_t > a_c and v[a_t - 1] >= t0:
-        a_t -= 1
-    while a_t < b_c and v[a_t] < t0:
-        a_t += 1
-    if b_t < a_t:
-        b_t = a_t
-    while b_t > a_t and v[b_t - 1] > t1:
-        b_t -= 1
-    while b_t < b_c and v[b_t] <= t1:
-        b_t += 1
+    a_t, b_t = _clip_indices(v, a_c, b_c, a_t, b_t, t0, t1)
     _set_clip(v, c1, c2, wf, wi, t, k, a_t, b_t)
 
 
