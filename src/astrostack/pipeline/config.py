@@ -55,8 +55,13 @@ class CalibrationConfig:
 
     Attributes
     ----------
+    bias_method : str
+        Combine of the bias (offset) frames (a ``combine`` method name).  The median, as
+        the classic chain has it: with an unscaled dark the offset cancels from the
+        calibrated light (``light - offset - (dark - offset)``), so a lower-noise
+        rejection buys nothing there and costs 2.7x the time.
     master_method : str
-        Rejection used to combine bias, dark and flat frames (a ``combine`` method name).
+        Rejection used to combine dark, dark-flat and flat frames (a ``combine`` method name).
     master_sigma : float
         Clipping threshold (both sides) for the master combine.
     cosmetic : bool
@@ -73,6 +78,7 @@ class CalibrationConfig:
         minimises the calibrated light's noise).
     """
 
+    bias_method: str = "median"
     master_method: str = "winsorized"
     master_sigma: float = 3.0
     cosmetic: bool = True
@@ -495,7 +501,11 @@ def _validate(cfg: PipelineConfig, source: str) -> None:
     from ..stack.normalize import NORMALIZATIONS
     from ..stack.weights import parse_weighting
 
-    for section, key in (("stack", "method"), ("calibration", "master_method")):
+    for section, key in (
+        ("stack", "method"),
+        ("calibration", "bias_method"),
+        ("calibration", "master_method"),
+    ):
         value = getattr(getattr(cfg, section), key)
         if value not in METHODS:
             msg = f"{source}: {section}.{key} = {value!r} is not one of " + ", ".join(METHODS)

@@ -120,9 +120,10 @@ class MasterSet:
         return self._loaded[kind]
 
 
-def _master_params(cfg: PipelineConfig) -> dict[str, Any]:
+def _master_params(cfg: PipelineConfig, kind: str) -> dict[str, Any]:
     c = cfg.calibration
-    return {"method": c.master_method, "sigma_low": c.master_sigma, "sigma_high": c.master_sigma}
+    method = c.bias_method if kind == "bias" else c.master_method
+    return {"method": method, "sigma_low": c.master_sigma, "sigma_high": c.master_sigma}
 
 
 def get_masters(
@@ -161,7 +162,6 @@ def get_masters(
     MasterSet
     """
     ms = MasterSet()
-    params = _master_params(cfg)
     memory = int(cfg.stack.memory_limit_mb * 2**20)
     for kind in ("bias", "dark", "darkflat", "flat"):
         group: FrameGroup | None = getattr(plan, kind)
@@ -169,6 +169,7 @@ def get_masters(
             continue
         # Upstream masters the builder uses (the dark-flat keeps its offset: no bias).
         upstream = _UPSTREAM[kind]
+        params = _master_params(cfg, kind)
         up_keys = {u: ms.keys[u] for u in upstream if u in ms.keys}
         inputs = [file_fingerprint(p) for p in group.paths]
         key = hash_key("master", kind, inputs, params, up_keys)

@@ -134,6 +134,21 @@ def test_progress_events_and_stage_log(night):
     assert all(e.message.startswith("lights/") for e in calib)
 
 
+def test_master_offset_is_the_median_of_the_bias_frames(night):
+    frames, root, _ = night
+    kinds = {}
+    for meta in (root / "out" / "cache" / "masters").glob("*.json"):
+        entry = json.loads(meta.read_text())
+        kinds[entry["meta"]["kind"]] = meta.with_suffix(".fits")
+    assert set(kinds) == {"bias", "dark", "flat"}
+    bias = np.stack([fits.getdata(p).astype(np.float32) for p in sorted(frames.glob("bias/*"))])
+    master = fits.getdata(kinds["bias"])
+    assert fits.getheader(kinds["bias"])["ASMETHOD"] == "median"
+    np.testing.assert_allclose(master, np.median(bias, axis=0), rtol=0, atol=1e-3)
+    # the other masters keep the rejection (a median dark would not match its header)
+    assert fits.getheader(kinds["dark"])["ASMETHOD"] == "winsorized"
+
+
 def test_rejection_change_reuses_everything_upstream(night):
     frames, root, first = night
     assert first.stage("calibrate").computed == 10 and first.stage("masters").computed == 3
