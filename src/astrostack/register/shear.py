@@ -27,7 +27,7 @@ nearest source pixels are evaluated at the exact ``(xs, ys)``, in the 2-D kernel
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 __all__ = ["MAX_SHEAR", "separable_plan", "warp_separable"]
 
@@ -80,25 +80,38 @@ def separable_plan(inv: np.ndarray, src_shape: tuple[int, int], out_shape: tuple
     return col_start, col_step, row_start, row_step
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
-def _columns(src, col_start, col_step, lut, res_bits, tmp):  # pragma: no cover - compiled
-    """Pass 1: ``tmp[y, u]`` = source column ``u`` interpolated at row ``Q y + R + P u``.
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _columns_rows(src, col_start, col_step, lut, res_bits, tmp, y_lo, y_hi):  # pragma: no cover
+    """Pass 1 for output rows ``y_lo <= y < y_hi``; returns whether a result is NaN.
 
-    The source rows a run of columns reads change only every ``1 / |P|`` columns: they
-    are taken once per run, and Lanczos-3 (6 taps) is written out.  Returns whether a
-    tap read a NaN (every tap weight times NaN is NaN, so a NaN result tells).
+    A column's LUT row changes from one output row to the next only when its fraction
+    crosses a LUT interval (``Q`` is 1 up to a tiny scale term), so the weights of
+    every column are kept in ``wt`` and refreshed only where the LUT row changed.  The
+    source rows a run of columns reads change only every ``1 / |P|`` columns: over
+    such a run, Lanczos-3 (6 taps) is a multiply-add of contiguous weights and pixels,
+    which the compiler vectorises (same operations, same bits, as one column at a time).
     """
     h, w = src.shape
-    ho = tmp.shape[0]
     taps = lut.shape[1]
     half = taps // 2 - 1
     shift = 32 - res_bits
     rnd = np.int64(1) << (shift - 1)
     fmask = (np.int64(1) << 32) - 1
-    nan_rows = np.zeros(ho, dtype=np.bool_)
-    for yo in prange(ho):
+    six = taps == 6
+    wt = np.empty((6 if six else 0, w), dtype=np.float32)
+    cur = np.full(w if six else 0, -1, dtype=np.int32)
+    has_nan = False
+    for yo in range(y_lo, y_hi):
         trow = tmp[yo]
-        yf = col_start[yo]
+        yf0 = col_start[yo]
+        if six:
+            for k in range(w):
+                iy = np.int32((((yf0 + k * col_step) & fmask) + rnd) >> shift)
+                if iy != cur[k]:
+                    cur[k] = iy
+                    for j in range(6):
+                        wt[j, k] = lut[iy, j]
+        yf = yf0
         u = 0
         while u < w:
             y0 = yf >> 32
@@ -111,34 +124,60 @@ def _columns(src, col_start, col_step, lut, res_bits, tmp):  # pragma: no cover 
             else:
                 end = w
             end = max(end, u + 1)
-            if taps == 6 and by >= 0 and by + 6 <= h:
-                r0 = src[by]
-                r1 = src[by + 1]
-                r2 = src[by + 2]
-                r3 = src[by + 3]
-                r4 = src[by + 4]
-                r5 = src[by + 5]
-                for k in range(u, end):
-                    iy = ((yf & fmask) + rnd) >> shift
-                    wr = lut[iy]
-                    trow[k] = (wr[0] * r0[k] + wr[1] * r1[k] + wr[2] * r2[k]
-                               + wr[3] * r3[k] + wr[4] * r4[k] + wr[5] * r5[k])  # fmt: skip
-                    yf += col_step
+            if six and by >= 0 and by + 6 <= h:
+                # up to 7 columns past the run, in whole vectors: the next runs, taken
+                # in order, overwrite them
+                v = min(w, u + (end - u + 7) // 8 * 8)
+                r0 = src[by, u:v]
+                r1 = src[by + 1, u:v]
+                r2 = src[by + 2, u:v]
+                r3 = src[by + 3, u:v]
+                r4 = src[by + 4, u:v]
+                r5 = src[by + 5, u:v]
+                w0 = wt[0, u:v]
+                w1 = wt[1, u:v]
+                w2 = wt[2, u:v]
+                w3 = wt[3, u:v]
+                w4 = wt[4, u:v]
+                w5 = wt[5, u:v]
+                t = trow[u:v]
+                for i in range(v - u):
+                    t[i] = (w0[i] * r0[i] + w1[i] * r1[i] + w2[i] * r2[i]
+                            + w3[i] * r3[i] + w4[i] * r4[i] + w5[i] * r5[i])  # fmt: skip
             else:
                 for k in range(u, end):
-                    iy = ((yf & fmask) + rnd) >> shift
-                    b = (yf >> 32) - half
+                    iy = (((yf0 + k * col_step) & fmask) + rnd) >> shift
+                    b = ((yf0 + k * col_step) >> 32) - half
                     acc = np.float32(0.0)
                     for j in range(taps):
                         acc += lut[iy, j] * src[min(max(b + j, 0), h - 1), k]
                     trow[k] = acc
-                    yf += col_step
+            yf += (end - u) * col_step
             u = end
-        for k in range(w):  # the row is still in cache
-            if trow[k] != trow[k]:
-                nan_rows[yo] = True
-                break
-    return nan_rows.any()
+        if not has_nan:
+            n = 0
+            for k in range(w):  # the row is still in cache; no early exit: vectorised
+                n += trow[k] != trow[k]
+            has_nan = n > 0
+    return has_nan
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _columns(src, col_start, col_step, lut, res_bits, tmp, nblocks):  # pragma: no cover
+    """Pass 1: ``tmp[y, u]`` = source column ``u`` interpolated at row ``Q y + R + P u``.
+
+    The output rows are cut into *nblocks* blocks of consecutive rows, one per thread
+    (the column weights carry over from row to row).  Returns whether a tap read a NaN
+    (every tap weight times NaN is NaN, so a NaN result tells).
+    """
+    ho = tmp.shape[0]
+    nblocks = max(1, min(ho, nblocks))
+    nan_blocks = np.zeros(nblocks, dtype=np.bool_)
+    for i in prange(nblocks):
+        y_lo = i * ho // nblocks
+        y_hi = (i + 1) * ho // nblocks
+        nan_blocks[i] = _columns_rows(src, col_start, col_step, lut, res_bits, tmp, y_lo, y_hi)
+    return nan_blocks.any()
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
@@ -342,7 +381,7 @@ def warp_separable(
         tmp = np.empty((out.shape[0], plane.shape[1]), dtype=np.float32)
     # the second pass reads the source only at the 2x2 pixels nearest each output,
     # which the first pass's taps of those columns cover: its NaN test is enough
-    if _columns(plane, col_start, col_step, lut, res_bits, tmp):
+    if _columns(plane, col_start, col_step, lut, res_bits, tmp, get_num_threads()):
         return tmp, False
     _rows(plane, tmp, row_start, row_step, lut, res_bits, clamp, out)
     return tmp, True
