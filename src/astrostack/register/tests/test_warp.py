@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from astrostack.register import coverage, warp, warp_to_file
-from astrostack.register.shear import MAX_SHEAR, separable_plan
+from astrostack.register.shear import MAX_SHEAR, _columns, separable_plan
+from astrostack.register.warp import _LUT_BITS, _lut
 
 from .fields import render_stars
 
@@ -179,3 +180,37 @@ def test_two_pass_leaves_a_nan_plane_to_the_2d_kernel():
     unread = plane.copy()
     unread[79, 45] = np.nan  # 10 rows below every output's taps: the two passes keep it
     np.testing.assert_array_equal(warp(unread, m, (80, 90)), clean)
+
+
+@pytest.mark.parametrize(
+    ("angle", "scale", "shift"),
+    # drift with a scale change (the LUT rows move down the columns), the other shear
+    # sign, a meridian flip, no shear (P = 0); shifts put rows past the edges
+    [(0.5, 1.0004, (3.3, -7.6)), (-2.0, 0.9993, (-4.1, 6.2)), (180.3, 1.0, (152.3, 123.6)),
+     (0.0, 1.0, (0.4, 2.7))],
+)  # fmt: skip
+@pytest.mark.parametrize("nblocks", [1, 3])
+def test_first_pass_matches_a_direct_evaluation(angle, scale, shift, nblocks):
+    """The first pass, weights carried from row to row, against every tap evaluated
+    afresh in float32, in the same order: the same bits, edges included."""
+    rng = np.random.default_rng(5)
+    shape = (120, 150)
+    src = rng.normal(100.0, 10.0, shape).astype(np.float32)
+    m = _rot(angle, shift)
+    m[:2, :2] *= scale
+    col_start, col_step, _, _ = separable_plan(np.linalg.inv(m), shape, shape)
+    tmp = np.empty(shape, dtype=np.float32)
+    lut = _lut("lanczos3")
+    assert not _columns(src, col_start, col_step, lut, _LUT_BITS, tmp, nblocks)
+    yf = col_start[:, None] + np.arange(shape[1]) * col_step
+    iy = ((yf & 0xFFFFFFFF) + (1 << (31 - _LUT_BITS))) >> (32 - _LUT_BITS)
+    cols = np.arange(shape[1])
+    direct = np.zeros(shape, dtype=np.float32)
+    for j in range(6):
+        rows = np.clip((yf >> 32) - 2 + j, 0, shape[0] - 1)
+        direct = direct + lut[iy, j] * src[rows, cols]
+    edge = ((yf >> 32) < 2) | ((yf >> 32) > shape[0] - 4)
+    assert edge.any() and not edge.all()
+    np.testing.assert_array_equal(tmp, direct)
+    src[60, 70] = np.nan  # read by the first pass
+    assert _columns(src, col_start, col_step, lut, _LUT_BITS, tmp, nblocks)
