@@ -146,8 +146,9 @@ def _columns_rows(src, col_start, col_step, lut, res_bits, tmp, y_lo, y_hi):  # 
                             + w3[i] * r3[i] + w4[i] * r4[i] + w5[i] * r5[i])  # fmt: skip
             else:
                 for k in range(u, end):
-                    iy = (((yf0 + k * col_step) & fmask) + rnd) >> shift
-                    b = ((yf0 + k * col_step) >> 32) - half
+                    yk = yf0 + k * col_step
+                    iy = ((yk & fmask) + rnd) >> shift
+                    b = (yk >> 32) - half
                     acc = np.float32(0.0)
                     for j in range(taps):
                         acc += lut[iy, j] * src[min(max(b + j, 0), h - 1), k]

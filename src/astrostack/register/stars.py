@@ -519,8 +519,9 @@ def _select_stars(
     # total flux: knots of a bright nebula have large isophotal fluxes (more so on the
     # 2x2-binned detection image, where faint emission crosses the threshold) and would
     # crowd out the stars.
-    if cols["x"].size > 2 * max_stars + 50:
-        top = np.argsort(-cols["peak"], kind="stable")[: 2 * max_stars + 50]
+    n_top = 2 * max_stars + 50
+    if cols["x"].size > n_top:
+        top = np.argsort(-cols["peak"], kind="stable")[:n_top]
         for n in list(cols):
             cols[n] = cols[n][top]
     # Half-flux radius, then hot-pixel test: a single pixel has r50 well below 0.5 px.
