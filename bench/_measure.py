@@ -5,7 +5,7 @@ Usage: ``python bench/_measure.py -- CMD ARGS...``.  Peak memory is the larger o
 - the largest resident set of any single process the command started
   (``RUSAGE_CHILDREN``: exact, but blind to processes that run side by side), and
 - the largest *sum* of the resident sets of the whole process tree (the command and
-  all its descendants: worker pools, ``siril-cli``'s helpers), sampled every 20 ms,
+  all its descendants: worker pools, ``siril-cli``'s helpers), sampled every 100 ms,
 
 so a tool that spreads its work over worker processes is charged for all of them.
 Each measured tool runs in its own fresh interpreter and nothing else shares the figure.
@@ -50,7 +50,9 @@ def main(argv: list[str]) -> int:
     done = threading.Event()
 
     def sample() -> None:
-        while not done.wait(0.02):
+        # Every 100 ms: the pipelines' memory peaks last seconds, and sampling every
+        # 20 ms took ~10 % of a core away from the tool being measured.
+        while not done.wait(0.1):
             peak[0] = max(peak[0], _tree_rss(root))
 
     sampler = threading.Thread(target=sample, daemon=True)
