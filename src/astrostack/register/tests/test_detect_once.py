@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from astrostack.register import (
     Reference,
@@ -15,8 +16,9 @@ from astrostack.register import (
     register_frame,
     transform_rms_difference,
 )
+from astrostack.register import stars as stars_module
 
-from .fields import SHAPE, render_frame, similarity
+from .fields import SHAPE, render_frame, render_stars, similarity, sky_catalog
 
 _COLUMNS = ("x", "y", "flux", "peak", "fwhm", "hfd", "a", "b", "theta", "ellipticity", "flags")
 
@@ -66,3 +68,57 @@ def test_reused_stars_register_exactly_like_a_fresh_detection(sky, reference_ima
     np.testing.assert_array_equal(reused.matrix, fresh.matrix)
     assert transform_rms_difference(reused.matrix, truth, SHAPE) <= 0.05
     assert reused.n_matches == fresh.n_matches >= 30
+
+
+@pytest.fixture(scope="module")
+def dense_field():
+    """1500 x 1500 px, 6000 stars down to ~3 sigma: 2.2k objects at 10 sigma, 2.7k at 5."""
+    shape = (1500, 1500)
+    xy, flux = sky_catalog(6000, shape[::-1], seed=3, flux_range=(150, 2e5))
+    return xy, render_stars(shape, xy, flux, sigma=1.3, noise=5.0, seed=4)
+
+
+def test_dense_field_is_extracted_once_at_twice_the_threshold(dense_field, monkeypatch):
+    # Enough objects at 10 sigma for every cut's candidates: the 5-sigma extraction is
+    # skipped, and the stars are those it would have given, as accurately placed.
+    xy, image = dense_field
+    thresholds = []
+    extract = stars_module._extract
+
+    def spy(sub, threshold, *args):
+        thresholds.append(threshold)
+        return extract(sub, threshold, *args)
+
+    monkeypatch.setattr(stars_module, "_extract", spy)
+    cuts = [(500, None), (300, 0.5)]
+    fast = detect_star_lists(image, cuts, threshold=5.0)
+    assert thresholds == [10.0]
+    for (n, e), got in zip(cuts, fast, strict=True):
+        _assert_same(got, detect_stars(image, threshold=5.0, max_stars=n, max_ellipticity=e))
+    monkeypatch.setattr(stars_module, "_FIRST_MIN", 10**9)
+    thresholds.clear()
+    slow = detect_star_lists(image, cuts, threshold=5.0)
+    assert thresholds == [10.0, 5.0]
+    tree = cKDTree(xy)
+    for got, ref in zip(fast, slow, strict=True):
+        assert len(got) == len(ref)
+        same = cKDTree(ref.xy).query(got.xy, distance_upper_bound=0.2)[0] < 0.2
+        assert same.mean() >= 0.97
+        # bright stars, some blended: the same centroid errors against the truth
+        errors = [tree.query(table.xy)[0] for table in (got, ref)]
+        for d in errors:
+            assert (d < 1.0).mean() >= 0.99 and np.median(d) < 0.003
+        assert np.percentile(errors[0], 90) < 1.1 * np.percentile(errors[1], 90) < 0.03
+        assert np.median(got.hfd) == pytest.approx(np.median(ref.hfd), rel=0.005)
+
+
+def test_sparse_field_is_extracted_at_the_threshold(sky, monkeypatch):
+    # too few objects at twice the threshold: the threshold's own extraction is used
+    thresholds = []
+    extract = stars_module._extract
+    monkeypatch.setattr(
+        stars_module, "_extract", lambda sub, t, *a: thresholds.append(t) or extract(sub, t, *a)
+    )
+    image = render_frame(sky, similarity(0.0), seed=9)
+    assert len(detect_stars(image, threshold=5.0, max_stars=50)) == 50
+    assert thresholds == [10.0, 5.0]
