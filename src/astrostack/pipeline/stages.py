@@ -32,6 +32,7 @@ from ..calibrate import (
     luminance,
     superpixel,
 )
+from ..combine import get_combiner
 from ..io import CalibrationPlan, FrameGroup, FrameMeta, read_frame
 from ..register import (
     Reference,
@@ -126,6 +127,14 @@ def _master_params(cfg: PipelineConfig, kind: str) -> dict[str, Any]:
     return {"method": method, "sigma_low": c.master_sigma, "sigma_high": c.master_sigma}
 
 
+def _combine_key(params: dict[str, Any]) -> dict[str, Any]:
+    """What a master's combine depends on, for its cache key: the method and the
+    parameters that method uses (the median offset ignores the sigmas, so changing
+    them does not rebuild it)."""
+    combiner = get_combiner(**params)
+    return {"method": params["method"], **dataclasses.asdict(combiner)}
+
+
 def get_masters(
     plan: CalibrationPlan,
     cache: StageCache,
@@ -172,7 +181,7 @@ def get_masters(
         params = _master_params(cfg, kind)
         up_keys = {u: ms.keys[u] for u in upstream if u in ms.keys}
         inputs = [file_fingerprint(p) for p in group.paths]
-        key = hash_key("master", kind, inputs, params, up_keys)
+        key = hash_key("master", kind, inputs, _combine_key(params), up_keys)
         if key in built:
             ms.keys[kind], ms.paths[kind] = built[key]
             continue

@@ -224,6 +224,17 @@ def test_sigkill_during_registration_resumes_identically(night, tmp_path):
     assert _stack_bytes(out / "stack.fits") == _stack_bytes(base / "stack.fits")
 
 
+def test_master_sigma_change_keeps_the_median_offset(night):
+    # the median offset ignores the rejection's sigmas: changing them rebuilds the
+    # dark and the flat only (runs last: it changes the night's output folder)
+    frames, root, _ = night
+    again = run(frames, root / "out", master_sigma=2.5)
+    assert again.stage("masters").reused == 1 and again.stage("masters").computed == 2
+    assert again.stage("calibrate").computed == 10
+    hdr = [fits.getheader(p) for p in (root / "out" / "cache" / "masters").glob("*.fits")]
+    assert sorted(h["ASMETHOD"] for h in hdr) == ["median"] + ["winsorized"] * 4
+
+
 def test_nothing_usable_raises(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no frames here")
