@@ -422,12 +422,11 @@ def detect_star_lists(
     shared = _Shared(cols["x"].size)
     return [
         _select_stars(
-            c, rejected, resid, (ny, nx), level, rms, max_stars=n, min_fwhm=min_fwhm,
-            max_size_ratio=max_size_ratio, shared=shared,
+            cols, resid, (ny, nx), level, rms, max_stars=n, saturation=saturation,
+            min_fwhm=min_fwhm, max_ellipticity=e, border=border, max_size_ratio=max_size_ratio,
+            shared=shared,
         )
-        for (c, rejected), (n, _) in zip(
-            (_prefilter(cols, (ny, nx), saturation, e, border) for _, e in cuts), cuts, strict=True
-        )
+        for n, e in cuts
     ]  # fmt: skip
 
 
@@ -478,38 +477,6 @@ def _n_candidates(max_stars: int) -> int:
     return 2 * max_stars + 50
 
 
-def _keep(cols: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
-    return {n: v[keep] for n, v in cols.items()}
-
-
-def _prefilter(
-    cols: dict[str, np.ndarray],
-    shape: tuple[int, int],
-    saturation: float | None,
-    max_ellipticity: float | None,
-    border: int,
-) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """A cut's candidates before measuring: off the border, unsaturated, round enough.
-
-    Returns the kept columns (*cols* is not modified) and the rejected counts.
-    """
-    ny, nx = shape
-    x, y = cols["x"], cols["y"]
-    inside = (x >= border) & (x <= nx - 1 - border) & (y >= border) & (y <= ny - 1 - border)
-    tests = {"edge": inside}
-    if saturation is not None:
-        tests["saturated"] = cols["raw_peak"] < 0.95 * saturation
-    if max_ellipticity is not None:
-        tests["elongated"] = cols["ell"] <= max_ellipticity
-    keep = np.ones(x.size, dtype=bool)
-    rejected: dict[str, int] = {}
-    for reason, ok in tests.items():
-        # counted in order, as each test sees what the previous ones kept
-        rejected[reason] = int((keep & ~ok).sum())
-        keep &= ok
-    return _keep(cols, keep), rejected
-
-
 class _Shared:
     """Measurements of extracted candidates shared by the cuts of :func:`detect_star_lists`.
 
@@ -538,37 +505,49 @@ class _Shared:
 
 def _select_stars(
     cols: dict[str, np.ndarray],
-    rejected: dict[str, int],
     resid: Residual,
     shape: tuple[int, int],
     level: float,
     rms: float,
     *,
     max_stars: int,
+    saturation: float | None,
     min_fwhm: float,
+    max_ellipticity: float | None,
+    border: int,
     max_size_ratio: float,
     shared: _Shared,
 ) -> StarTable:
-    """Measure a cut's candidates (from :func:`_prefilter`) into a star table.
+    """Filter and measure extracted candidates into a star table (*cols* is not modified).
 
-    Neither *cols* nor *rejected* is modified.  *shared* keeps the first-pass HFD and
-    the windowed centroids of the candidates (the ``_idx`` column) already measured
-    for another cut.
+    *shared* keeps the first-pass HFD and the windowed centroids of the candidates
+    (the ``_idx`` column) already measured for another cut.
     """
     ny, nx = shape
     cols = dict(cols)
-    rejected = dict(rejected)
+    rejected: dict[str, int] = {}
 
     def apply(keep: np.ndarray, reason: str) -> None:
         rejected[reason] = int((~keep).sum())
         for n in list(cols):
             cols[n] = cols[n][keep]
 
+    x0, y0 = cols["x"], cols["y"]
+    apply(
+        (x0 >= border) & (x0 <= nx - 1 - border) & (y0 >= border) & (y0 <= ny - 1 - border),
+        "edge",
+    )
+    if saturation is not None:
+        apply(cols["raw_peak"] < 0.95 * saturation, "saturated")
+    if max_ellipticity is not None:
+        apply(cols["ell"] <= max_ellipticity, "elongated")
     if cols["x"].size == 0:
         return StarTable.empty((ny, nx))
-    # Ranked by peak, not total flux: knots of a bright nebula have large isophotal
-    # fluxes (more so on the 2x2-binned detection image, where faint emission crosses
-    # the threshold) and would crowd out the stars.
+
+    # Only the brightest candidates are measured (see _n_candidates).  Ranked by peak,
+    # not total flux: knots of a bright nebula have large isophotal fluxes (more so on the
+    # 2x2-binned detection image, where faint emission crosses the threshold) and would
+    # crowd out the stars.
     n_top = _n_candidates(max_stars)
     if cols["x"].size > n_top:
         top = np.argsort(-cols["peak"], kind="stable")[:n_top]
