@@ -226,7 +226,7 @@ def test_sigkill_during_registration_resumes_identically(night, tmp_path):
 
 def test_master_sigma_change_keeps_the_median_offset(night):
     # the median offset ignores the rejection's sigmas: changing them rebuilds the
-    # dark and the flat only (runs last: it changes the night's output folder)
+    # dark and the flat only (after the other tests of the night: it changes its output)
     frames, root, _ = night
     again = run(frames, root / "out", master_sigma=2.5)
     assert again.stage("masters").reused == 1 and again.stage("masters").computed == 2

@@ -70,18 +70,9 @@ def test_reused_stars_register_exactly_like_a_fresh_detection(sky, reference_ima
     assert reused.n_matches == fresh.n_matches >= 30
 
 
-@pytest.fixture(scope="module")
-def dense_field():
-    """1500 x 1500 px, 6000 stars down to ~3 sigma: 2.2k objects at 10 sigma, 2.7k at 5."""
-    shape = (1500, 1500)
-    xy, flux = sky_catalog(6000, shape[::-1], seed=3, flux_range=(150, 2e5))
-    return xy, render_stars(shape, xy, flux, sigma=1.3, noise=5.0, seed=4)
-
-
-def test_dense_field_is_extracted_once_at_twice_the_threshold(dense_field, monkeypatch):
-    # Enough objects at 10 sigma for every cut's candidates: the 5-sigma extraction is
-    # skipped, and the stars are those it would have given, as accurately placed.
-    xy, image = dense_field
+@pytest.fixture
+def extractions(monkeypatch):
+    """The thresholds of the ``sep.extract`` calls made while the test runs."""
     thresholds = []
     extract = stars_module._extract
 
@@ -90,6 +81,24 @@ def test_dense_field_is_extracted_once_at_twice_the_threshold(dense_field, monke
         return extract(sub, threshold, *args)
 
     monkeypatch.setattr(stars_module, "_extract", spy)
+    return thresholds
+
+
+@pytest.fixture(scope="module")
+def dense_field():
+    """1500 x 1500 px, 6000 stars down to ~3 sigma: 2.2k objects at 10 sigma, 2.7k at 5."""
+    shape = (1500, 1500)
+    xy, flux = sky_catalog(6000, shape[::-1], seed=3, flux_range=(150, 2e5))
+    return xy, render_stars(shape, xy, flux, sigma=1.3, noise=5.0, seed=4)
+
+
+def test_dense_field_is_extracted_once_at_twice_the_threshold(
+    dense_field, extractions, monkeypatch
+):
+    # Enough objects at 10 sigma for every cut's candidates: the 5-sigma extraction is
+    # skipped, and the stars are those it would have given, as accurately placed.
+    xy, image = dense_field
+    thresholds = extractions
     cuts = [(500, None), (300, 0.5)]
     fast = detect_star_lists(image, cuts, threshold=5.0)
     assert thresholds == [10.0]
@@ -112,13 +121,8 @@ def test_dense_field_is_extracted_once_at_twice_the_threshold(dense_field, monke
         assert np.median(got.hfd) == pytest.approx(np.median(ref.hfd), rel=0.005)
 
 
-def test_sparse_field_is_extracted_at_the_threshold(sky, monkeypatch):
+def test_sparse_field_is_extracted_at_the_threshold(sky, extractions):
     # too few objects at twice the threshold: the threshold's own extraction is used
-    thresholds = []
-    extract = stars_module._extract
-    monkeypatch.setattr(
-        stars_module, "_extract", lambda sub, t, *a: thresholds.append(t) or extract(sub, t, *a)
-    )
     image = render_frame(sky, similarity(0.0), seed=9)
     assert len(detect_stars(image, threshold=5.0, max_stars=50)) == 50
-    assert thresholds == [10.0, 5.0]
+    assert extractions == [10.0, 5.0]
